@@ -342,8 +342,9 @@ class _Compiler:
     the (still filling) node instead of recursing forever.
     """
 
-    def __init__(self) -> None:
-        self._docs: dict[str, object] = {}
+    def __init__(self, docs: dict[str, object] | None = None) -> None:
+        # docs: schemas by file name, in place of the packaged ones (the unit tests use it)
+        self._docs: dict[str, object] = dict(docs or {})
         self._nodes: dict[tuple[str, str], _Node] = {}
 
     def _load(self, name: str) -> object:
