@@ -1,0 +1,56 @@
+"""layouttool: OCI image layouts and docker save tarballs, on disk.
+
+The public API is re-exported here; everything else is internal.
+
+>>> import layouttool
+>>> layouttool.__version__ != ""
+True
+"""
+
+from layouttool._version import __version__
+from layouttool.digest import Digest
+from layouttool.errors import (
+    ConflictError,
+    CorruptStreamError,
+    IntegrityError,
+    Interrupted,
+    InvalidInputError,
+    IOFailure,
+    LayoutToolError,
+    NotFoundError,
+    SizeLimitError,
+    UnsafeInputError,
+    UnsupportedError,
+)
+from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
+from layouttool.ops.verify import verify_layout
+from layouttool.store import Layout
+
+__all__ = [
+    "ConflictError",
+    "CorruptStreamError",
+    "Descriptor",
+    "Digest",
+    "IOFailure",
+    "ImageConfig",
+    "Index",
+    "IntegrityError",
+    "Interrupted",
+    "InvalidInputError",
+    "Layout",
+    "LayoutToolError",
+    "Manifest",
+    "NotFoundError",
+    "Platform",
+    "SizeLimitError",
+    "UnsafeInputError",
+    "UnsupportedError",
+    "__version__",
+    "init_layout",
+    "inspect_image",
+    "list_images",
+    "tag_image",
+    "untag_image",
+    "verify_layout",
+]

@@ -1,0 +1,5 @@
+"""``python -m layouttool``."""
+
+from layouttool.cli import main
+
+main()

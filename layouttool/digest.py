@@ -1,0 +1,106 @@
+"""Digest syntax: parse, validate, and hash.
+
+A digest string must be validated before any part of it becomes a path (CVE-2024-3727):
+``algorithm ::= [a-z0-9]+([+._-][a-z0-9]+)*``, and for the algorithms we know the encoded part
+must be exactly the lowercase hex of the right length. We read sha256 and sha512 blobs and always
+write sha256.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import Protocol
+
+from layouttool.errors import InvalidInputError
+
+#: encoded lengths of the algorithms we can verify
+_HEX_LEN = {"sha256": 64, "sha512": 128}
+_ALG_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*")
+_ENCODED_RE = re.compile(r"[a-zA-Z0-9=_-]+")
+_HEX_RE = {alg: re.compile(f"[a-f0-9]{{{n}}}") for alg, n in _HEX_LEN.items()}
+
+#: the algorithm layouttool writes
+CANONICAL = "sha256"
+
+
+class Hasher(Protocol):
+    """The part of :mod:`hashlib`'s objects that we use."""
+
+    def update(self, data: bytes | bytearray | memoryview, /) -> None: ...
+
+    def hexdigest(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Digest:
+    """A validated content digest such as ``sha256:<64 hex>``."""
+
+    algorithm: str
+    encoded: str
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.encoded}"
+
+    @property
+    def short(self) -> str:
+        """The first 12 hex characters, for display."""
+        return self.encoded[:12]
+
+    def hasher(self) -> Hasher:
+        """A fresh hash object of this digest's algorithm."""
+        return new_hasher(self.algorithm)
+
+    @classmethod
+    def parse(cls, value: object, *, what: str = "digest") -> Digest:
+        """Parse and validate ``value``; raise :class:`InvalidInputError` when it is not a digest.
+
+        Only algorithms we can verify are accepted (sha256, sha512); the encoded part must be
+        lowercase hex of the exact length.
+        """
+        if not isinstance(value, str):
+            raise InvalidInputError(f"invalid {what} {value!r}: not a string")
+        alg, sep, enc = value.partition(":")
+        if not sep or not _ALG_RE.fullmatch(alg) or not _ENCODED_RE.fullmatch(enc):
+            raise InvalidInputError(f"invalid {what} {value!r}: not of the form <algorithm>:<hex>")
+        pattern = _HEX_RE.get(alg)
+        if pattern is None:
+            raise InvalidInputError(
+                f"invalid {what} {value!r}: unsupported algorithm {alg!r} (sha256 and sha512 are)"
+            )
+        if not pattern.fullmatch(enc):
+            raise InvalidInputError(
+                f"invalid {what} {value!r}: {alg} needs exactly {_HEX_LEN[alg]} "
+                "lowercase hex digits"
+            )
+        return cls(alg, enc)
+
+    @classmethod
+    def of_bytes(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
+        """The digest of ``data``."""
+        h = new_hasher(algorithm)
+        h.update(data)
+        return cls(algorithm, h.hexdigest())
+
+    @classmethod
+    def from_hasher(cls, algorithm: str, hasher: Hasher) -> Digest:
+        """The digest a finished ``hasher`` of ``algorithm`` computed."""
+        return cls(algorithm, hasher.hexdigest())
+
+
+def is_valid(value: object) -> bool:
+    """True when ``value`` is a digest string :meth:`Digest.parse` accepts."""
+    try:
+        Digest.parse(value)
+    except InvalidInputError:
+        return False
+    return True
+
+
+def new_hasher(algorithm: str = CANONICAL) -> Hasher:
+    """A hash object for ``algorithm`` (sha256 or sha512)."""
+    if algorithm not in _HEX_LEN:
+        raise InvalidInputError(f"unsupported digest algorithm {algorithm!r}")
+    h: Hasher = hashlib.new(algorithm)
+    return h

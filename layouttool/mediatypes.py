@@ -1,0 +1,169 @@
+"""Every media-type string layouttool knows, and the predicates over them.
+
+No other module spells a media type: a test greps the package for stray literals.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+from layouttool.codec import Compression
+
+# --- OCI (image-spec media-types.md) ---------------------------------------------------------
+MT_OCI_LAYOUT_HEADER: Final = "application/vnd.oci.layout.header.v1+json"
+MT_OCI_DESCRIPTOR: Final = "application/vnd.oci.descriptor.v1+json"
+MT_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
+MT_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
+MT_OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
+MT_OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
+MT_OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar"
+MT_OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
+MT_OCI_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
+MT_OCI_LAYER_ND: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+MT_OCI_LAYER_ND_GZIP: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip"
+MT_OCI_LAYER_ND_ZSTD: Final = "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd"
+
+# --- Docker (distribution manifest-v2-2.md, manifest-v2-1.md) --------------------------------
+MT_DOCKER_MANIFEST: Final = "application/vnd.docker.distribution.manifest.v2+json"
+MT_DOCKER_LIST: Final = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_CONFIG: Final = "application/vnd.docker.container.image.v1+json"
+MT_DOCKER_LAYER: Final = "application/vnd.docker.image.rootfs.diff.tar"
+MT_DOCKER_LAYER_GZIP: Final = "application/vnd.docker.image.rootfs.diff.tar.gzip"
+# de facto (containerd, regclient); skopeo refuses zstd in Docker images and so do we on write
+MT_DOCKER_LAYER_ZSTD: Final = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+MT_DOCKER_LAYER_FOREIGN: Final = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+MT_DOCKER_SCHEMA1: Final = "application/vnd.docker.distribution.manifest.v1+json"
+MT_DOCKER_SCHEMA1_SIGNED: Final = "application/vnd.docker.distribution.manifest.v1+prettyjws"
+MT_DOCKER_PLUGIN_CONFIG: Final = "application/vnd.docker.plugin.v1+json"
+
+# --- annotations -----------------------------------------------------------------------------
+ANNOT_REF_NAME: Final = "org.opencontainers.image.ref.name"
+ANNOT_CONTAINERD_NAME: Final = "io.containerd.image.name"
+ANNOT_CREATED: Final = "org.opencontainers.image.created"
+#: annotations that describe one particular compressed blob and become false after recompression
+BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
+    "containerd.io/snapshot/stargz/",
+    "io.github.containers.zstd-chunked.",
+    "containerd.io/uncompressed",
+)
+
+INDEX_TYPES: Final = frozenset({MT_OCI_INDEX, MT_DOCKER_LIST})
+MANIFEST_TYPES: Final = frozenset({MT_OCI_MANIFEST, MT_DOCKER_MANIFEST})
+SCHEMA1_TYPES: Final = frozenset({MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED})
+CONFIG_TYPES: Final = frozenset({MT_OCI_CONFIG, MT_DOCKER_CONFIG})
+
+_LAYER_COMPRESSION: Final[dict[str, Compression]] = {
+    MT_OCI_LAYER: Compression.NONE,
+    MT_OCI_LAYER_GZIP: Compression.GZIP,
+    MT_OCI_LAYER_ZSTD: Compression.ZSTD,
+    MT_OCI_LAYER_ND: Compression.NONE,
+    MT_OCI_LAYER_ND_GZIP: Compression.GZIP,
+    MT_OCI_LAYER_ND_ZSTD: Compression.ZSTD,
+    MT_DOCKER_LAYER: Compression.NONE,
+    MT_DOCKER_LAYER_GZIP: Compression.GZIP,
+    MT_DOCKER_LAYER_ZSTD: Compression.ZSTD,
+    MT_DOCKER_LAYER_FOREIGN: Compression.GZIP,
+}
+NONDISTRIBUTABLE_TYPES: Final = frozenset(
+    {MT_OCI_LAYER_ND, MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD, MT_DOCKER_LAYER_FOREIGN}
+)
+DOCKER_TYPES: Final = frozenset(
+    {
+        MT_DOCKER_MANIFEST,
+        MT_DOCKER_LIST,
+        MT_DOCKER_CONFIG,
+        MT_DOCKER_LAYER,
+        MT_DOCKER_LAYER_GZIP,
+        MT_DOCKER_LAYER_ZSTD,
+        MT_DOCKER_LAYER_FOREIGN,
+    }
+)
+
+
+def is_index(mt: str | None) -> bool:
+    """An OCI image index or a Docker manifest list."""
+    return mt in INDEX_TYPES
+
+
+def is_manifest(mt: str | None) -> bool:
+    """An OCI image manifest or a Docker v2 schema 2 manifest."""
+    return mt in MANIFEST_TYPES
+
+
+def is_schema1(mt: str | None) -> bool:
+    """A Docker v2 schema 1 manifest (signed or not)."""
+    return mt in SCHEMA1_TYPES
+
+
+def is_image_config(mt: str | None) -> bool:
+    """An image configuration (OCI or Docker)."""
+    return mt in CONFIG_TYPES
+
+
+def is_layer(mt: str | None) -> bool:
+    """A tar layer of a media type we can decompress."""
+    return mt in _LAYER_COMPRESSION
+
+
+def is_nondistributable(mt: str | None) -> bool:
+    """A foreign / non-distributable layer (may be absent from the layout)."""
+    return mt in NONDISTRIBUTABLE_TYPES
+
+
+def is_docker(mt: str | None) -> bool:
+    """A Docker v2 schema 2 media type."""
+    return mt in DOCKER_TYPES
+
+
+def layer_compression(mt: str) -> Compression | None:
+    """The compression a layer media type declares, or None if ``mt`` is not a known layer."""
+    return _LAYER_COMPRESSION.get(mt)
+
+
+def layer_media_type(
+    compression: Compression, *, docker: bool, nondistributable: bool = False
+) -> str:
+    """The layer media type for ``compression`` in the OCI or Docker family.
+
+    Docker has no zstd media type that the reference tools accept; asking for one raises
+    :class:`~layouttool.errors.UnsupportedError`.
+    """
+    from layouttool.errors import UnsupportedError
+
+    if docker:
+        if compression is Compression.ZSTD:
+            raise UnsupportedError(
+                "zstd compression is not supported for Docker media types "
+                "(use --format oci, or --compression gzip or none)"
+            )
+        if nondistributable:
+            if compression is not Compression.GZIP:
+                raise UnsupportedError("Docker foreign layers must be gzip-compressed")
+            return MT_DOCKER_LAYER_FOREIGN
+        return MT_DOCKER_LAYER_GZIP if compression is Compression.GZIP else MT_DOCKER_LAYER
+    if nondistributable:
+        return {
+            Compression.NONE: MT_OCI_LAYER_ND,
+            Compression.GZIP: MT_OCI_LAYER_ND_GZIP,
+            Compression.ZSTD: MT_OCI_LAYER_ND_ZSTD,
+        }[compression]
+    return {
+        Compression.NONE: MT_OCI_LAYER,
+        Compression.GZIP: MT_OCI_LAYER_GZIP,
+        Compression.ZSTD: MT_OCI_LAYER_ZSTD,
+    }[compression]
+
+
+def manifest_type(*, docker: bool) -> str:
+    """The image manifest media type of a family."""
+    return MT_DOCKER_MANIFEST if docker else MT_OCI_MANIFEST
+
+
+def index_type(*, docker: bool) -> str:
+    """The index / manifest list media type of a family."""
+    return MT_DOCKER_LIST if docker else MT_OCI_INDEX
+
+
+def config_type(*, docker: bool) -> str:
+    """The image config media type of a family."""
+    return MT_DOCKER_CONFIG if docker else MT_OCI_CONFIG

@@ -1,0 +1,1 @@
+"""Use cases: each function takes plain values, returns a frozen result, raises LayoutToolError."""

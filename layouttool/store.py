@@ -1,0 +1,526 @@
+"""The content-addressable store over one OCI image layout directory.
+
+This module is the only writer of blobs and of ``index.json`` and the only reader of blobs:
+
+* a blob enters through :class:`BlobWriter`: a temp file under ``<layout>/.layouttool/tmp``,
+  hashed and counted while written, fsynced, renamed to ``blobs/<alg>/<hex>``, directory fsynced;
+* a blob leaves through :class:`VerifiedReader`: opened with ``O_NOFOLLOW``, refused unless a
+  regular file of the expected size, and its digest checked at EOF;
+* ``index.json`` is replaced atomically (temp, fsync, rename, directory fsync), under an
+  exclusive lock so concurrent writers serialise instead of losing entries.
+
+Locks (``flock``, released by the kernel if the process dies): every operation that writes blobs
+holds ``.layouttool/lock`` *shared* for its whole run; ``gc`` holds it *exclusive*, so it never
+deletes a blob an import has written but not yet referenced, and it knows that any temp file it
+sees then belongs to a dead process. Updates of ``index.json`` hold ``.layouttool/index.lock``.
+Readers take no lock: they only ever see a complete ``index.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import os
+import secrets
+import stat
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Final
+
+from layouttool import mediatypes as mt
+from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
+from layouttool.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    LayoutToolError,
+    NotFoundError,
+    UnsafeInputError,
+    from_oserror,
+)
+from layouttool.model import JSON_CAP, Descriptor, Index, dump_json, parse_index, parse_json
+
+OCI_LAYOUT_FILE: Final = "oci-layout"
+INDEX_FILE: Final = "index.json"
+BLOBS_DIR: Final = "blobs"
+STATE_DIR: Final = ".layouttool"
+TMP_PREFIX: Final = "tmp-"
+LAYOUT_VERSION: Final = "1.0.0"
+_CHUNK: Final = 1 << 20
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    """A blob that was written: its digest and size."""
+
+    digest: Digest
+    size: int
+
+    def descriptor(self, media_type: str, **extra: Any) -> Descriptor:
+        """A descriptor for this blob."""
+        return Descriptor(media_type=media_type, digest=self.digest, size=self.size, **extra)
+
+
+class BlobWriter:
+    """Write one blob: temp file, hash while writing, then fsync + rename on :meth:`commit`.
+
+    Use as a context manager; leaving the block without :meth:`commit` (an error, Ctrl-C)
+    removes the temp file. The digest exists only after :meth:`commit`.
+    """
+
+    def __init__(self, layout: Layout, *, expected: Digest | None = None) -> None:
+        self._layout = layout
+        self._expected = expected
+        self._alg = expected.algorithm if expected else CANONICAL
+        self._hasher: Hasher = new_hasher(self._alg)
+        self.size = 0
+        tmpdir = layout.tmp_dir()
+        self._tmp = tmpdir / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(
+                self._tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC | os.O_NOFOLLOW,
+                0o644,
+            )
+        except OSError as exc:
+            raise from_oserror(exc, "create temp file", self._tmp) from exc
+        self._fh = os.fdopen(fd, "wb", buffering=0)
+        self._done = False
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        """Append ``data`` to the blob."""
+        self._hasher.update(data)
+        self.size += len(data)
+        view = memoryview(data)
+        try:
+            while view:
+                n = self._fh.write(view)
+                if n is None:  # pragma: no cover - only for non-blocking files
+                    continue
+                view = view[n:]
+        except OSError as exc:
+            raise from_oserror(exc, "write blob", self._layout.root) from exc
+        return len(data)
+
+    def commit(self) -> BlobInfo:
+        """Finish: fsync, check the expected digest, rename into place. Idempotent store."""
+        digest = Digest.from_hasher(self._alg, self._hasher)
+        if self._expected is not None and digest != self._expected:
+            self.abort()
+            raise IntegrityError(
+                f"content digest {digest} does not match expected {self._expected}"
+            )
+        final = self._layout.blob_path(digest)
+        try:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+            final.parent.mkdir(parents=True, exist_ok=True)
+            # A blob that is already there is replaced by bytes we have just hashed: never
+            # trusted by name or size alone (and a corrupt copy is repaired).
+            os.rename(self._tmp, final)
+            _fsync_dir(final.parent)
+        except OSError as exc:
+            self.abort()
+            raise from_oserror(exc, "store blob", final) from exc
+        self._done = True
+        return BlobInfo(digest, self.size)
+
+    def abort(self) -> None:
+        """Drop the temp file."""
+        if self._done:
+            return
+        self._done = True
+        with contextlib.suppress(OSError):
+            self._fh.close()
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+    def __enter__(self) -> BlobWriter:
+        return self
+
+    def __exit__(
+        self,
+        et: type[BaseException] | None,
+        ev: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.abort()
+
+
+class VerifiedReader:
+    """Read a blob; its size and digest are checked, and a mismatch raises IntegrityError.
+
+    The size is checked up front (``fstat``) when known; the digest when EOF is reached. A
+    caller that stops early must call :meth:`finish` (which drains and verifies).
+    """
+
+    def __init__(self, path: Path, digest: Digest, size: int | None) -> None:
+        self.digest = digest
+        self._path = path
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafeInputError(
+                    f"blob {digest} is a symlink; refusing to follow it"
+                ) from None
+            if exc.errno == errno.ENOENT:
+                raise NotFoundError(f"blob {digest} is missing ({path})") from None
+            raise from_oserror(exc, "open blob", path) from exc
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise UnsafeInputError(f"blob {digest} is not a regular file ({path})")
+        if size is not None and st.st_size != size:
+            os.close(fd)
+            raise IntegrityError(
+                f"blob {digest}: size {st.st_size} on disk does not match descriptor size {size}"
+            )
+        self.size = st.st_size
+        self._fh = os.fdopen(fd, "rb", buffering=0)
+        self._hasher = digest.hasher()
+        self._count = 0
+        self._verified = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read up to ``n`` bytes; at EOF the digest is verified."""
+        if n < 0:
+            n = max(self.size - self._count, 0) + 1
+        # read at most one byte past the size snapshot so that a growing file cannot keep us
+        # reading forever
+        n = min(n, self.size - self._count + 1)
+        try:
+            data = self._fh.read(n) if n > 0 else b""
+        except OSError as exc:
+            raise from_oserror(exc, "read blob", self._path) from exc
+        if data:
+            self._hasher.update(data)
+            self._count += len(data)
+            if self._count > self.size:
+                raise IntegrityError(f"blob {self.digest} grew while being read")
+        else:
+            self._verify()
+        return data or b""
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        """Read into ``b``."""
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def _verify(self) -> None:
+        if self._verified:
+            return
+        self._verified = True
+        if self._count != self.size:
+            raise IntegrityError(f"blob {self.digest}: read {self._count} of {self.size} bytes")
+        got = Digest.from_hasher(self.digest.algorithm, self._hasher)
+        if got != self.digest:
+            raise IntegrityError(f"blob {self.digest} is corrupt: its content hashes to {got}")
+
+    def finish(self) -> None:
+        """Read what is left and verify the digest."""
+        while self.read(_CHUNK):
+            pass
+        self._verify()
+
+    def close(self) -> None:
+        """Close the file."""
+        self._fh.close()
+
+    def __enter__(self) -> VerifiedReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True, slots=True)
+class BlobFile:
+    """A file found under ``blobs/`` by :meth:`Layout.iter_blob_files`."""
+
+    path: Path
+    digest: Digest | None  # None when the name is not a valid digest
+    size: int
+    is_symlink: bool
+
+
+class Layout:
+    """One OCI image layout directory. Open with :meth:`open` or create with :meth:`init`."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+
+    # ------------------------------------------------------------------ opening / creating
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = False) -> Layout:
+        """Open an existing layout (or create an empty one when ``create`` and it is absent)."""
+        root = Path(path)
+        if create and (not root.exists() or (root.is_dir() and not any(root.iterdir()))):
+            return cls.init(root)
+        if not root.exists():
+            raise NotFoundError(f"layout {root} does not exist")
+        if not root.is_dir():
+            raise InvalidInputError(f"layout {root} is not a directory")
+        layout = cls(root)
+        layout._check_header()
+        if not (root / INDEX_FILE).exists():
+            raise InvalidInputError(f"layout {root}: {INDEX_FILE} is missing")
+        return layout
+
+    @classmethod
+    def init(cls, path: str | os.PathLike[str]) -> Layout:
+        """Create an empty layout at ``path`` (absent or an empty directory)."""
+        root = Path(path)
+        try:
+            if root.exists():
+                if not root.is_dir():
+                    raise ConflictError(f"{root} exists and is not a directory")
+                if any(root.iterdir()):
+                    if (root / OCI_LAYOUT_FILE).exists():
+                        raise ConflictError(f"{root} is already an OCI layout")
+                    raise ConflictError(f"{root} exists and is not empty")
+            root.mkdir(parents=True, exist_ok=True)
+            layout = cls(root)
+            (root / BLOBS_DIR / CANONICAL).mkdir(parents=True, exist_ok=True)
+            layout._atomic_write(
+                root / OCI_LAYOUT_FILE, dump_json({"imageLayoutVersion": LAYOUT_VERSION})
+            )
+            layout._atomic_write(
+                root / INDEX_FILE,
+                dump_json({"schemaVersion": 2, "mediaType": mt.MT_OCI_INDEX, "manifests": []}),
+            )
+        except OSError as exc:
+            raise from_oserror(exc, "create layout", root) from exc
+        return layout
+
+    def _check_header(self) -> None:
+        p = self.root / OCI_LAYOUT_FILE
+        try:
+            raw = p.read_bytes()
+        except FileNotFoundError:
+            raise InvalidInputError(
+                f"{self.root} is not an OCI image layout: {OCI_LAYOUT_FILE} is missing"
+            ) from None
+        except OSError as exc:
+            raise from_oserror(exc, "read", p) from exc
+        doc = parse_json(raw[: JSON_CAP + 1], str(p))
+        if not isinstance(doc, dict) or doc.get("imageLayoutVersion") != LAYOUT_VERSION:
+            raise InvalidInputError(f"{p}: imageLayoutVersion must be {LAYOUT_VERSION!r}")
+
+    # ------------------------------------------------------------------ paths and locks
+    @property
+    def state_dir(self) -> Path:
+        """Our private directory inside the layout (locks, temp files)."""
+        return self.root / STATE_DIR
+
+    def tmp_dir(self) -> Path:
+        """Where temp files are written (same filesystem as the blobs, so rename is atomic)."""
+        d = self.state_dir / "tmp"
+        try:
+            d.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise from_oserror(exc, "create directory", d) from exc
+        return d
+
+    def blob_path(self, digest: Digest) -> Path:
+        """``blobs/<alg>/<hex>`` (the digest is validated, so this cannot escape)."""
+        return self.root / BLOBS_DIR / digest.algorithm / digest.encoded
+
+    @contextlib.contextmanager
+    def _flock(self, name: str, mode: int, *, wait: bool = True) -> Iterator[None]:
+        self.state_dir.mkdir(exist_ok=True)
+        path = self.state_dir / name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise from_oserror(exc, "open lock", path) from exc
+        try:
+            try:
+                fcntl.flock(fd, mode | (0 if wait else fcntl.LOCK_NB))
+            except BlockingIOError:
+                raise ConflictError(
+                    f"layout {self.root} is locked by another layouttool process"
+                ) from None
+            yield
+        finally:
+            os.close(fd)
+
+    def writing(self) -> contextlib.AbstractContextManager[None]:
+        """Hold for the whole of an operation that writes blobs (a shared lock)."""
+        return self._flock("lock", fcntl.LOCK_SH)
+
+    def exclusive(self, *, wait: bool = True) -> contextlib.AbstractContextManager[None]:
+        """Hold while nobody else may write blobs (gc)."""
+        return self._flock("lock", fcntl.LOCK_EX, wait=wait)
+
+    # ------------------------------------------------------------------ blobs
+    def writer(self, *, expected: Digest | None = None) -> BlobWriter:
+        """A :class:`BlobWriter` for a new blob (sha256, or ``expected``'s algorithm)."""
+        return BlobWriter(self, expected=expected)
+
+    def put_bytes(self, data: bytes, *, expected: Digest | None = None) -> BlobInfo:
+        """Store ``data`` as a blob."""
+        with self.writer(expected=expected) as w:
+            w.write(data)
+            return w.commit()
+
+    def put_json(self, doc: Any, media_type: str, **extra: Any) -> Descriptor:
+        """Serialise ``doc`` compactly, store it, and return its descriptor."""
+        return self.put_bytes(dump_json(doc)).descriptor(media_type, **extra)
+
+    def has_blob(self, digest: Digest) -> bool:
+        """True when a regular file is stored under ``digest`` (content not checked)."""
+        try:
+            st = os.lstat(self.blob_path(digest))
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode)
+
+    def open_blob(self, digest: Digest, size: int | None = None) -> VerifiedReader:
+        """A :class:`VerifiedReader` of a blob."""
+        return VerifiedReader(self.blob_path(digest), digest, size)
+
+    def read_blob(self, desc: Descriptor, *, cap: int = JSON_CAP) -> bytes:
+        """Read a whole (small) blob, verified, refusing anything larger than ``cap``."""
+        if desc.size > cap:
+            raise InvalidInputError(
+                f"blob {desc.digest} ({desc.media_type}) is {desc.size} bytes, "
+                f"over the cap of {cap}"
+            )
+        with self.open_blob(desc.digest, desc.size) as r:
+            data = r.read(desc.size + 1)
+            r.finish()
+        return data
+
+    def delete_blob(self, path: Path) -> None:
+        """Remove a blob file (a symlink is removed as a link; its target is untouched)."""
+        try:
+            os.unlink(path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise from_oserror(exc, "remove blob", path) from exc
+
+    def iter_blob_files(self) -> Iterator[BlobFile]:
+        """Every file under ``blobs/<alg>/``, with its digest when the name is a valid one."""
+        from layouttool.digest import is_valid
+
+        base = self.root / BLOBS_DIR
+        try:
+            algs = sorted(os.scandir(base), key=lambda e: e.name)
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise from_oserror(exc, "list", base) from exc
+        for alg in algs:
+            if not alg.is_dir(follow_symlinks=False):
+                yield BlobFile(Path(alg.path), None, 0, alg.is_symlink())
+                continue
+            for e in sorted(os.scandir(alg.path), key=lambda e: e.name):
+                name = f"{alg.name}:{e.name}"
+                st = e.stat(follow_symlinks=False)
+                d = Digest.parse(name) if is_valid(name) else None
+                yield BlobFile(Path(e.path), d, st.st_size, e.is_symlink())
+
+    # ------------------------------------------------------------------ index.json
+    def read_index(self) -> Index:
+        """Parse ``index.json`` (capped, validated)."""
+        p = self.root / INDEX_FILE
+        try:
+            with open(p, "rb") as f:
+                raw = f.read(JSON_CAP + 1)
+        except FileNotFoundError:
+            raise InvalidInputError(f"layout {self.root}: {INDEX_FILE} is missing") from None
+        except OSError as exc:
+            raise from_oserror(exc, "read", p) from exc
+        return parse_index(raw, f"{self.root}/{INDEX_FILE}")
+
+    def write_index(self, doc: dict[str, Any]) -> None:
+        """Replace ``index.json`` atomically (callers should hold :meth:`index_lock`)."""
+        # validate what we are about to write with the same parser readers use
+        raw = dump_json(doc)
+        parse_index(raw, "new index.json")
+        self._atomic_write(self.root / INDEX_FILE, raw)
+
+    def index_lock(self) -> contextlib.AbstractContextManager[None]:
+        """Serialise read-modify-write of ``index.json`` between processes."""
+        return self._flock("index.lock", fcntl.LOCK_EX)
+
+    def update_index(
+        self, change: Callable[[list[Descriptor], dict[str, Any]], list[Descriptor]]
+    ) -> list[Descriptor]:
+        """Read ``index.json``, let ``change`` compute the new manifest list, write it back.
+
+        The whole read-modify-write holds the index lock; ``change`` receives the current
+        descriptors and the document (whose other fields are kept) and returns the new list.
+        """
+        with self.index_lock():
+            index = self.read_index()
+            doc = dict(index.doc)
+            new = change(list(index.manifests), doc)
+            doc["manifests"] = [d.to_json() for d in new]
+            doc.setdefault("schemaVersion", 2)
+            if "mediaType" not in doc:
+                doc = {"schemaVersion": 2, "mediaType": mt.MT_OCI_INDEX, **doc}
+            self.write_index(doc)
+            return new
+
+    def _atomic_write(self, path: Path, data: bytes) -> None:
+        tmp = self.tmp_dir() / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+            try:
+                view = memoryview(data)
+                while view:
+                    view = view[os.write(fd, view) :]
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            os.rename(tmp, path)
+            _fsync_dir(path.parent)
+        except OSError as exc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise from_oserror(exc, "write", path) from exc
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def tmp_files(self) -> list[Path]:
+        """Temp files left in our state directory (by interrupted writes, when unlocked)."""
+        d = self.state_dir / "tmp"
+        try:
+            return sorted(p for p in d.iterdir() if p.name.startswith(TMP_PREFIX))
+        except FileNotFoundError:
+            return []
+        except OSError as exc:
+            raise from_oserror(exc, "list", d) from exc
+
+
+def is_layout(path: Path) -> bool:
+    """True when ``path`` looks like an OCI layout (has an ``oci-layout`` file)."""
+    return (path / OCI_LAYOUT_FILE).is_file()
+
+
+__all__ = [
+    "BlobFile",
+    "BlobInfo",
+    "BlobWriter",
+    "Layout",
+    "LayoutToolError",
+    "VerifiedReader",
+    "is_layout",
+]
