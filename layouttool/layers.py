@@ -1,0 +1,151 @@
+"""One layer, one pass: read -> (decompress -> diff_id hash) -> (compress) -> hashing write.
+
+Used by import (a member of a docker save tar) and convert (a verified blob of the store). The
+source is read exactly once, in bounded memory:
+
+* target compression equals the source's: the raw bytes are teed into the blob writer
+  unchanged while a decompressor on the same bytes computes the diff_id;
+* otherwise: decompress -> diff_id hash -> compress -> blob writer.
+
+The whole decompressed stream is hashed, including any bytes after the tar end marker, and the
+raw source is drained to its end (so a VerifiedReader source checks its digest).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Final
+
+from layouttool.codec import (
+    CHUNK,
+    Compression,
+    HashingReader,
+    LimitReader,
+    PeekReader,
+    Reader,
+    Writer,
+    new_encoder,
+    open_decompress,
+    sniff,
+)
+from layouttool.digest import Digest
+from layouttool.errors import IntegrityError, InvalidInputError
+from layouttool.progress import Task
+from layouttool.store import BlobInfo, Layout
+
+LAYER_COMPRESSIONS: Final = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
+
+
+@dataclass(frozen=True, slots=True)
+class LayerResult:
+    """A layer stored in the layout."""
+
+    blob: BlobInfo
+    diff_id: Digest
+    #: compression of the stored blob
+    compression: Compression
+    #: compression the source had
+    source_compression: Compression
+    uncompressed_size: int
+
+    @property
+    def recompressed(self) -> bool:
+        """True when the bytes were re-encoded (not stored as they came)."""
+        return self.compression is not self.source_compression
+
+
+class _Tee:
+    """Hand out reads from ``raw`` and copy every byte into ``sink``."""
+
+    def __init__(self, raw: Reader, sink: Writer, task: Task | None) -> None:
+        self._raw = raw
+        self._sink = sink
+        self._task = task
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._sink.write(data)
+            if self._task is not None:
+                self._task.advance(len(data))
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+class _Count:
+    def __init__(self, raw: Reader, task: Task | None) -> None:
+        self._raw = raw
+        self._task = task
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._raw.read(n)
+        if data and self._task is not None:
+            self._task.advance(len(data))
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+def store_layer(
+    layout: Layout,
+    src: Reader,
+    *,
+    target: Compression | None,
+    level: int | None = None,
+    threads: int = 1,
+    expected_diff_id: Digest | None = None,
+    declared: Compression | None = None,
+    max_size: int | None = None,
+    what: str = "layer",
+    task: Task | None = None,
+) -> LayerResult:
+    """Store the layer read from ``src`` in ``layout``, in one pass.
+
+    ``target`` None keeps the source's compression. ``declared`` is the compression the media
+    type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
+    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
+    """
+    peek = PeekReader(src)
+    found = sniff(peek.peek(8))
+    if found not in LAYER_COMPRESSIONS:
+        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
+    if declared is not None and declared is not found:
+        raise InvalidInputError(
+            f"{what}: media type says {declared.value} but the content is {found.value}"
+        )
+    out = found if target is None else target
+    with layout.writer() as w:
+        if out is found:
+            dec = open_decompress(_Tee(peek, w, task), found, what=what)
+            encoder = None
+        else:
+            dec = open_decompress(_Count(peek, task), found, what=what)
+            encoder = new_encoder(out, level, threads)
+        plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
+        hashed = HashingReader(plain)
+        while data := hashed.read(CHUNK):
+            if encoder is not None and (piece := encoder.compress(data)):
+                w.write(piece)
+        if encoder is not None:
+            w.write(encoder.flush())
+        dec.close()
+        # bytes the decompressor did not need (padding after the last gzip member, say) are
+        # part of the blob: read them so the source is consumed (and verified) to its end
+        rest = _Tee(peek, w, task) if out is found else _Count(peek, task)
+        while rest.read(CHUNK):
+            pass
+        diff_id = hashed.digest()
+        if expected_diff_id is not None and diff_id != expected_diff_id:
+            raise IntegrityError(
+                f"{what}: uncompressed content hashes to {diff_id}, but the config's "
+                f"diff_id is {expected_diff_id}"
+            )
+        blob = w.commit()
+    return LayerResult(blob, diff_id, out, found, hashed.count)
