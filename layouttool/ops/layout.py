@@ -220,6 +220,10 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
 
 def raw_document(image: str, kind: RawKind, platform: Platform | None = None) -> bytes:
     """The raw bytes of the image's manifest, config, or index (index.json when none)."""
+    if kind == "index":
+        ref = parse_image(image)
+        if ref.ref is None and ref.digest is None:
+            return Layout.open(ref.layout).read_index().raw
     sel = select(image)
     if kind == "index":
         if mt.is_index(sel.entry.media_type):
