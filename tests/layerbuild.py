@@ -48,7 +48,8 @@ def make_tarinfo(entry: Mapping[str, Any]) -> tuple[tarfile.TarInfo, bytes | Non
     kind = entry.get("type", "file")
     info = tarfile.TarInfo(entry["name"])
     info.type = kind if isinstance(kind, bytes) else _TYPES[kind]
-    default_mode = {"dir": 0o755, "symlink": 0o777}.get(kind if isinstance(kind, str) else "", 0o644)
+    kind_name = kind if isinstance(kind, str) else ""
+    default_mode = {"dir": 0o755, "symlink": 0o777}.get(kind_name, 0o644)
     info.mode = entry.get("mode", default_mode)
     info.uid = entry.get("uid", 0)
     info.gid = entry.get("gid", 0)
