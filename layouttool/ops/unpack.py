@@ -1,0 +1,219 @@
+"""``unpack``: apply an image's layers in order to a root filesystem.
+
+Each layer streams once: verified blob -> decompress (by magic bytes; the media type must agree)
+-> diff_id hash -> tar reader -> filesystem (:mod:`layouttool.rootfs`). The whole decompressed
+stream is hashed, including bytes after the tar end marker, and compared with
+``rootfs.diff_ids[i]``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from layouttool import mediatypes as mt
+from layouttool.codec import (
+    HashingReader,
+    LimitReader,
+    PeekReader,
+    Reader,
+    open_decompress,
+    sniff,
+)
+from layouttool.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    UnsupportedError,
+    from_oserror,
+)
+from layouttool.model import Platform, dump_json
+from layouttool.ops.common import open_image
+from layouttool.progress import NULL_PROGRESS, Progress, Task
+from layouttool.rootfs import ApplyOptions, apply_layer
+
+
+@dataclass(frozen=True, slots=True)
+class UnpackResult:
+    """What ``unpack`` did."""
+
+    image: str
+    dest: str
+    rootfs: str
+    manifest_digest: str
+    config_digest: str
+    layers: tuple[dict[str, Any], ...]
+    entries: int
+    bytes_written: int
+    seconds: float
+    bundle: bool
+    rootless: bool
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "image": self.image,
+            "dest": self.dest,
+            "rootfs": self.rootfs,
+            "manifestDigest": self.manifest_digest,
+            "configDigest": self.config_digest,
+            "layers": list(self.layers),
+            "entries": self.entries,
+            "bytesWritten": self.bytes_written,
+            "seconds": round(self.seconds, 3),
+            "bundle": self.bundle,
+            "rootless": self.rootless,
+            "warnings": list(self.warnings),
+        }
+
+
+class _Counted:
+    """Report compressed bytes read to a progress task."""
+
+    def __init__(self, raw: Reader, task: Task) -> None:
+        self._raw = raw
+        self._task = task
+
+    def read(self, n: int = -1, /) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._task.advance(len(data))
+        return data
+
+
+def _prepare_dest(dest: Path, force: bool) -> None:
+    try:
+        if dest.exists() or dest.is_symlink():
+            if not dest.is_dir() or dest.is_symlink():
+                raise ConflictError(f"{dest} exists and is not a directory")
+            if any(dest.iterdir()) and not force:
+                raise ConflictError(
+                    f"{dest} is not empty; choose an empty or absent directory, or use --force "
+                    "to unpack over it"
+                )
+        else:
+            dest.mkdir(parents=True)
+    except OSError as exc:
+        raise from_oserror(exc, "prepare", dest) from exc
+
+
+def unpack_image(
+    image: str,
+    dest: str | Path,
+    *,
+    platform: Platform | None = None,
+    rootless: bool = False,
+    bundle: bool = False,
+    force: bool = False,
+    max_size: int | None = None,
+    progress: Progress = NULL_PROGRESS,
+) -> UnpackResult:
+    """Unpack IMAGE to ``dest`` (or, with ``bundle``, an OCI runtime bundle at ``dest``).
+
+    ``rootless`` keeps the current user as owner and skips device nodes (it is implied when not
+    running as root). ``max_size`` caps each layer's decompressed size. DEST must be absent or
+    empty unless ``force``. On error DEST is left as far as it got.
+    """
+    start = time.monotonic()
+    img = open_image(image, platform)
+    layers = img.manifest.layers
+    diff_ids = img.config.diff_ids
+    if len(diff_ids) != len(layers):
+        raise IntegrityError(
+            f"image {image}: the manifest has {len(layers)} layers but the config lists "
+            f"{len(diff_ids)} diff_ids"
+        )
+    for layer in layers:
+        if not mt.is_layer(layer.media_type):
+            raise UnsupportedError(
+                f"layer {layer.digest} has media type {layer.media_type!r}: not a tar layer "
+                "(an artifact?), so it cannot be unpacked"
+            )
+    dest_path = Path(dest)
+    _prepare_dest(dest_path, force)
+    root = dest_path / "rootfs" if bundle else dest_path
+    if bundle:
+        try:
+            root.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise from_oserror(exc, "create", root) from exc
+    rootless = rootless or os.geteuid() != 0
+    opts = ApplyOptions(rootless=rootless)
+    entries = 0
+    written = 0
+    warnings: list[str] = []
+    done: list[dict[str, Any]] = []
+    for i, layer in enumerate(layers):
+        what = f"layer {i + 1}/{len(layers)} {layer.digest}"
+        task = progress.task(f"layer {i + 1}/{len(layers)} {layer.digest.short}", layer.size)
+        with img.layout.open_blob(layer.digest, layer.size) as blob:
+            peek = PeekReader(_Counted(blob, task))
+            found = sniff(peek.peek(8))
+            declared = mt.layer_compression(layer.media_type)
+            if found is not declared:
+                raise InvalidInputError(
+                    f"{what}: media type {layer.media_type} does not match the content, "
+                    f"which is {found.value}"
+                )
+            dec = open_decompress(peek, found, what=what)
+            plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
+            hashed = HashingReader(plain)
+            stats = apply_layer(hashed, root, opts)  # type: ignore[arg-type]
+            hashed.drain()
+            dec.close()
+            blob.finish()
+        task.done()
+        if hashed.digest() != diff_ids[i]:
+            raise IntegrityError(
+                f"{what}: uncompressed content hashes to {hashed.digest()} but the config's "
+                f"diff_id is {diff_ids[i]}; {dest_path} is incomplete"
+            )
+        entries += stats.entries
+        written += stats.bytes_written
+        warnings.extend(f"{what}: {w}" for w in stats.warnings)
+        for w in stats.warnings:
+            progress.note(f"warning: {what}: {w}")
+        done.append(
+            {
+                "digest": str(layer.digest),
+                "diffID": str(diff_ids[i]),
+                "mediaType": layer.media_type,
+                "entries": stats.entries,
+                "bytesWritten": stats.bytes_written,
+            }
+        )
+    if bundle:
+        from layouttool.runtime import runtime_config
+
+        spec = runtime_config(img.config.doc, root, rootless=rootless)
+        _write_file(dest_path / "config.json", dump_json(spec))
+    return UnpackResult(
+        image=image,
+        dest=str(dest_path),
+        rootfs=str(root),
+        manifest_digest=str(img.manifest_desc.digest),
+        config_digest=str(img.manifest.config.digest),
+        layers=tuple(done),
+        entries=entries,
+        bytes_written=written,
+        seconds=time.monotonic() - start,
+        bundle=bundle,
+        rootless=rootless,
+        warnings=tuple(warnings),
+    )
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.rename(tmp, path)
+    except OSError as exc:
+        raise from_oserror(exc, "write", path) from exc
