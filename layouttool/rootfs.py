@@ -363,12 +363,15 @@ class _Applier:
     ) -> tuple[int, str] | None:
         """Resolve ``comps`` from directory ``fd`` (at canonical ``canon_s``), one at a time.
 
-        Returns a new fd owned by the caller. Symlinks in the middle are followed inside root;
-        missing directories are created (and non-directories replaced by directories) only when
-        ``create``.
+        Returns a new fd owned by the caller. Symlinks in the middle are followed inside root.
+        A missing component is kept as a *virtual* name, so ``missing/..`` cancels out the way
+        securejoin (and containerd's cleaned targets) treat it; what is still virtual at the
+        end is created as directories when ``create``, else the result is None. An existing
+        non-directory is replaced by a directory only when ``create``.
         """
         canon = canon_s.split("/") if canon_s else []
         pending = list(reversed(comps))
+        virtual: list[str] = []
         hops = 0
         cur, owned = fd, False
         try:
@@ -377,19 +380,23 @@ class _Applier:
                 if comp in ("", "."):
                     continue
                 if comp == "..":
-                    if canon:
+                    if virtual:
+                        virtual.pop()
+                    elif canon:
                         canon.pop()
                         nfd = self._open_strict(canon)
                         if owned:
                             os.close(cur)
                         cur, owned = nfd, True
                     continue
+                if virtual:
+                    virtual.append(comp)
+                    continue
                 try:
                     nfd = os.open(comp, _DIR_FLAGS, dir_fd=cur)
                 except FileNotFoundError:
-                    if not create:
-                        return None
-                    nfd = self._mkdir_implicit(cur, canon, comp)
+                    virtual.append(comp)
+                    continue
                 except OSError as exc:
                     if exc.errno not in (errno.ENOTDIR, errno.ELOOP):
                         raise
@@ -421,16 +428,13 @@ class _Applier:
                     self._touch(parent, cur)
                     os.unlink(comp, dir_fd=cur)
                     nfd = self._mkdir_implicit(cur, canon, comp)
-                canon.append(comp)
-                if not self.privileged:
-                    try:
-                        self._ensure_writable(nfd, "/".join(canon))
-                    except BaseException:
-                        os.close(nfd)
-                        raise
-                if owned:
-                    os.close(cur)
-                cur, owned = nfd, True
+                cur, owned = self._descend(cur, owned, nfd, canon, comp)
+            if virtual:
+                if not create:
+                    return None
+                for comp in virtual:
+                    nfd = self._mkdir_implicit(cur, canon, comp)
+                    cur, owned = self._descend(cur, owned, nfd, canon, comp)
             if not owned:
                 cur, owned = os.dup(cur), True
             return cur, "/".join(canon)
@@ -438,6 +442,20 @@ class _Applier:
             if owned:
                 os.close(cur)
             raise
+
+    def _descend(self, cur: int, owned: bool, nfd: int, canon: list[str], comp: str
+                 ) -> tuple[int, bool]:
+        """Step from ``cur`` into its child ``nfd`` (named ``comp``); closes ``cur`` if owned."""
+        canon.append(comp)
+        if not self.privileged:
+            try:
+                self._ensure_writable(nfd, "/".join(canon))
+            except BaseException:
+                os.close(nfd)
+                raise
+        if owned:
+            os.close(cur)
+        return nfd, True
 
     def _mkdir_implicit(self, dir_fd: int, canon: list[str], comp: str) -> int:
         """Create a missing parent directory the way umoci and containerd do (0755)."""
