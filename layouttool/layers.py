@@ -31,7 +31,7 @@ from layouttool.codec import (
 from layouttool.digest import Digest
 from layouttool.errors import IntegrityError, InvalidInputError
 from layouttool.progress import Task
-from layouttool.store import BlobInfo, Layout
+from layouttool.store import BlobInfo, BlobWriter, Layout
 
 LAYER_COMPRESSIONS: Final = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 
@@ -93,7 +93,60 @@ class _Count:
         return len(data)
 
 
-def store_layer(
+class PendingLayer:
+    """A layer fully written to a temp file and hashed, not yet in the store.
+
+    :func:`spool_layer` returns it so a caller that does not yet know whether it wants the
+    layer (a ``docker save`` stream whose ``manifest.json`` comes last) can decide later:
+    :meth:`commit` renames the blob into place, :meth:`abort` drops it. Use it as a context
+    manager (or call :meth:`abort`) so an error never leaves the temp file behind.
+    """
+
+    def __init__(
+        self,
+        writer: BlobWriter,
+        diff_id: Digest,
+        compression: Compression,
+        source_compression: Compression,
+        uncompressed_size: int,
+    ) -> None:
+        self._writer = writer
+        self.diff_id = diff_id
+        self.compression = compression
+        self.source_compression = source_compression
+        self.uncompressed_size = uncompressed_size
+        self._result: LayerResult | None = None
+
+    @property
+    def size(self) -> int:
+        """Size of the blob as written."""
+        return self._writer.size
+
+    def commit(self) -> LayerResult:
+        """Store the blob (idempotent: a second call returns the first result)."""
+        if self._result is None:
+            blob = self._writer.commit()
+            self._result = LayerResult(
+                blob,
+                self.diff_id,
+                self.compression,
+                self.source_compression,
+                self.uncompressed_size,
+            )
+        return self._result
+
+    def abort(self) -> None:
+        """Drop the temp file (no-op after :meth:`commit`)."""
+        self._writer.abort()
+
+    def __enter__(self) -> PendingLayer:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.abort()
+
+
+def spool_layer(
     layout: Layout,
     src: Reader,
     *,
@@ -105,13 +158,8 @@ def store_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
-) -> LayerResult:
-    """Store the layer read from ``src`` in ``layout``, in one pass.
-
-    ``target`` None keeps the source's compression. ``declared`` is the compression the media
-    type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
-    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
-    """
+) -> PendingLayer:
+    """Like :func:`store_layer`, but stop before the rename: the caller commits or aborts."""
     peek = PeekReader(src)
     found = sniff(peek.peek(8))
     if found not in LAYER_COMPRESSIONS:
@@ -121,7 +169,8 @@ def store_layer(
             f"{what}: media type says {declared.value} but the content is {found.value}"
         )
     out = found if target is None else target
-    with layout.writer() as w:
+    w = layout.writer()
+    try:
         if out is found:
             dec = open_decompress(_Tee(peek, w, task), found, what=what)
             encoder = None
@@ -147,5 +196,41 @@ def store_layer(
                 f"{what}: uncompressed content hashes to {diff_id}, but the config's "
                 f"diff_id is {expected_diff_id}"
             )
-        blob = w.commit()
-    return LayerResult(blob, diff_id, out, found, hashed.count)
+    except BaseException:
+        w.abort()
+        raise
+    return PendingLayer(w, diff_id, out, found, hashed.count)
+
+
+def store_layer(
+    layout: Layout,
+    src: Reader,
+    *,
+    target: Compression | None,
+    level: int | None = None,
+    threads: int = 1,
+    expected_diff_id: Digest | None = None,
+    declared: Compression | None = None,
+    max_size: int | None = None,
+    what: str = "layer",
+    task: Task | None = None,
+) -> LayerResult:
+    """Store the layer read from ``src`` in ``layout``, in one pass.
+
+    ``target`` None keeps the source's compression. ``declared`` is the compression the media
+    type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
+    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
+    """
+    with spool_layer(
+        layout,
+        src,
+        target=target,
+        level=level,
+        threads=threads,
+        expected_diff_id=expected_diff_id,
+        declared=declared,
+        max_size=max_size,
+        what=what,
+        task=task,
+    ) as pending:
+        return pending.commit()
