@@ -252,12 +252,8 @@ class TagResult:
         }
 
 
-def set_ref(layout: Layout, desc: Descriptor, ref: str, full_name: str | None = None) -> str:
-    """Point ``ref`` at ``desc`` in index.json, moving it if it exists; return the action.
-
-    Other entries with the same ref.name are replaced, and so is an untagged entry of the same
-    digest (as skopeo does). Must be called with the layout's write lock held.
-    """
+def ref_descriptor(desc: Descriptor, ref: str, full_name: str | None = None) -> Descriptor:
+    """``desc`` carrying ``ref`` as its ref.name (and ``full_name`` as the containerd name)."""
     validate_ref_name(ref)
     annotations = {
         k: v
@@ -267,26 +263,47 @@ def set_ref(layout: Layout, desc: Descriptor, ref: str, full_name: str | None = 
     annotations[mt.ANNOT_REF_NAME] = ref
     if full_name:
         annotations[mt.ANNOT_CONTAINERD_NAME] = full_name
-    new = desc.with_(annotations=annotations)
+    return desc.with_(annotations=annotations)
+
+
+def place_ref(entries: list[Descriptor], new: Descriptor) -> tuple[list[Descriptor], str]:
+    """The index.json entries with ``new`` (which carries a ref.name) placed; pure.
+
+    Other entries with the same ref.name are replaced, and so is an untagged entry of the same
+    digest (as skopeo does). Returns the new list and the action (``tagged`` or ``moved``).
+    """
+    ref = new.annotations.get(mt.ANNOT_REF_NAME)
+    action = "tagged"
+    out: list[Descriptor] = []
+    placed = False
+    for d in entries:
+        same_ref = d.annotations.get(mt.ANNOT_REF_NAME) == ref
+        untagged_twin = d.digest == new.digest and mt.ANNOT_REF_NAME not in d.annotations
+        if same_ref or untagged_twin:
+            if same_ref and d.digest != new.digest:
+                action = "moved"
+            if not placed:
+                out.append(new)
+                placed = True
+            continue
+        out.append(d)
+    if not placed:
+        out.append(new)
+    return out, action
+
+
+def set_ref(layout: Layout, desc: Descriptor, ref: str, full_name: str | None = None) -> str:
+    """Point ``ref`` at ``desc`` in index.json, moving it if it exists; return the action.
+
+    Other entries with the same ref.name are replaced, and so is an untagged entry of the same
+    digest (as skopeo does). Must be called with the layout's write lock held.
+    """
+    new = ref_descriptor(desc, ref, full_name)
     action = "tagged"
 
     def change(entries: list[Descriptor], _doc: dict[str, Any]) -> list[Descriptor]:
         nonlocal action
-        out: list[Descriptor] = []
-        placed = False
-        for d in entries:
-            same_ref = d.annotations.get(mt.ANNOT_REF_NAME) == ref
-            untagged_twin = d.digest == new.digest and mt.ANNOT_REF_NAME not in d.annotations
-            if same_ref or untagged_twin:
-                if same_ref and d.digest != new.digest:
-                    action = "moved"
-                if not placed:
-                    out.append(new)
-                    placed = True
-                continue
-            out.append(d)
-        if not placed:
-            out.append(new)
+        out, action = place_ref(entries, new)
         return out
 
     layout.update_index(change)
