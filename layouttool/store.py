@@ -113,6 +113,52 @@ class BlobWriter:
             raise from_oserror(exc, "write blob", self._layout.root) from exc
         return len(data)
 
+    def copy_fd(self, src_fd: int, length: int) -> None:
+        """Append ``length`` bytes read from ``src_fd`` (at its current offset).
+
+        ``os.copy_file_range`` lets the kernel move the bytes (a reflink where the filesystem
+        shares extents); they are then hashed once by reading the temp file back. When the
+        kernel cannot (another filesystem, an old kernel, no such call) the rest is streamed
+        through :meth:`write`. Either way :meth:`commit` sees the digest of what was stored.
+        """
+        dst_fd = self._fh.fileno()
+        start = self.size
+        copied = 0
+        if hasattr(os, "copy_file_range"):
+            try:
+                while copied < length:
+                    n = os.copy_file_range(src_fd, dst_fd, length - copied)
+                    if n == 0:
+                        break
+                    copied += n
+            except OSError:
+                pass  # streamed below from where the kernel stopped (both offsets advanced)
+        if copied:
+            try:
+                fd = os.open(self._tmp, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+                try:
+                    pos = start
+                    while pos < start + copied:
+                        data = os.pread(fd, min(_CHUNK, start + copied - pos), pos)
+                        if not data:
+                            break
+                        self._hasher.update(data)
+                        pos += len(data)
+                finally:
+                    os.close(fd)
+            except OSError as exc:
+                raise from_oserror(exc, "read back copied blob", self._tmp) from exc
+            self.size += copied
+        try:
+            while copied < length:
+                data = os.read(src_fd, min(_CHUNK, length - copied))
+                if not data:
+                    break
+                self.write(data)
+                copied += len(data)
+        except OSError as exc:
+            raise from_oserror(exc, "copy blob", self._tmp) from exc
+
     def commit(self) -> BlobInfo:
         """Finish: fsync, check the expected digest, rename into place. Idempotent store."""
         digest = Digest.from_hasher(self._alg, self._hasher)
@@ -234,6 +280,11 @@ class VerifiedReader:
         while self.read(_CHUNK):
             pass
         self._verify()
+
+    def fileno(self) -> int:
+        """The open file descriptor (for :meth:`Layout.copy_blob`; reads through it are not
+        hashed here)."""
+        return self._fh.fileno()
 
     def close(self) -> None:
         """Close the file."""
@@ -379,6 +430,21 @@ class Layout:
     def put_json(self, doc: Any, media_type: str, **extra: Any) -> Descriptor:
         """Serialise ``doc`` compactly, store it, and return its descriptor."""
         return self.put_bytes(dump_json(doc)).descriptor(media_type, **extra)
+
+    def copy_blob(self, src: Layout, digest: Digest, size: int | None = None) -> BlobInfo:
+        """Copy blob ``digest`` from layout ``src`` into this one (see :meth:`BlobWriter.copy_fd`).
+
+        The source is opened like any blob read (no symlinks, regular file, size checked) and
+        the copy is verified against ``digest`` before it is renamed into place.
+        """
+        with src.open_blob(digest, size) as r, self.writer(expected=digest) as w:
+            w.copy_fd(r.fileno(), r.size)
+            try:
+                return w.commit()
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"blob {digest} in {src.root} is corrupt ({exc}); nothing was copied"
+                ) from exc
 
     def has_blob(self, digest: Digest) -> bool:
         """True when a regular file is stored under ``digest`` (content not checked)."""
