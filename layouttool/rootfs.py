@@ -257,7 +257,9 @@ class _Applier:
         self._member = "<none>"
         self._path = ""
         #: lexical parent path -> (O_PATH dir fd, canonical path); valid within the layer
-        #: until a directory or symlink is removed or replaced (then cleared)
+        #: until a directory or symlink is removed or replaced (then cleared). Creating a
+        #: symlink where nothing was cannot change a cached resolution: every cached path went
+        #: through directories that existed, and replacing one of them clears the cache.
         self._cache: dict[str, tuple[int, str]] = {}
         #: fds dropped from the cache while an entry may still use them; closed after it
         self._doomed: list[int] = []
@@ -462,6 +464,8 @@ class _Applier:
         parent = "/".join(canon)
         self._touch(parent, dir_fd)
         os.mkdir(comp, 0o755, dir_fd=dir_fd)
+        # explicit chmod: the result must not depend on the caller's umask
+        self._chmod_at(dir_fd, comp, 0o755)
         self._fresh.add(_join(parent, comp))
         return os.open(comp, _DIR_FLAGS, dir_fd=dir_fd)
 
@@ -632,7 +636,9 @@ class _Applier:
         return False
 
     def _rmtree(self, pfd: int, name: str) -> None:
-        # shutil.rmtree(dir_fd=...) walks with fds and never follows a symlink
+        # shutil.rmtree(dir_fd=...) walks with fds and never follows a symlink.
+        # XXX: unprivileged, a lower directory without u+w inside the removed tree makes this
+        # fail with EACCES (umoci chmods its way down); not handled yet.
         shutil.rmtree(name, dir_fd=pfd)
 
     def _regular(self, tar: tarfile.TarFile, m: tarfile.TarInfo, parts: list[str]) -> None:

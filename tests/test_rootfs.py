@@ -572,3 +572,29 @@ def test_stats_counts(root: Path) -> None:
     stats = apply(root, [{"name": "a", "data": io.BytesIO(b"12345").getvalue()},
                          {"type": "dir", "name": "d"}, {"name": ".wh.nothing"}])
     assert (stats.entries, stats.bytes_written, stats.whiteouts) == (3, 5, 1)
+
+
+def test_implicit_parents_are_0755_whatever_the_umask(root: Path) -> None:
+    old = os.umask(0o077)
+    try:
+        apply(root, [{"name": "a/b/c", "data": "x"}])
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((root / "a").stat().st_mode) == 0o755
+    assert stat.S_IMODE((root / "a/b").stat().st_mode) == 0o755
+
+
+def test_missing_component_cancelled_by_dotdot_in_symlink(root: Path) -> None:
+    # securejoin treats "missing/.." as nothing; no stray "missing" dir is created
+    apply(root, [{"type": "dir", "name": "etc"},
+                 {"type": "symlink", "name": "l", "target": "missing/../etc"},
+                 {"name": "l/f", "data": "x"}])
+    assert (root / "etc/f").read_text() == "x"
+    assert not (root / "missing").exists()
+
+
+def test_cache_invalidated_when_parent_dir_replaced(root: Path) -> None:
+    apply(root, [{"name": "d/a"}, {"name": "d", "data": "now a file"}, {"name": "d/b", "data": "b"},
+                 {"name": "x/y/1"}, {"type": "symlink", "name": "x/y", "target": "/elsewhere"},
+                 {"name": "x/y/2", "data": "2"}])
+    assert listing(root) == ["d/", "d/b", "elsewhere/", "elsewhere/2", "x/", "x/y"]
