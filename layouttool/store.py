@@ -242,7 +242,11 @@ class VerifiedReader:
     def read(self, n: int = -1, /) -> bytes:
         """Read up to ``n`` bytes; at EOF the digest is verified."""
         if n < 0:
-            n = max(self.size - self._count, 0) + 1
+            # "read everything" ends at EOF, so it must also verify: loop to the empty read
+            parts = []
+            while chunk := self.read(_CHUNK):
+                parts.append(chunk)
+            return b"".join(parts)
         # read at most one byte past the size snapshot so that a growing file cannot keep us
         # reading forever
         n = min(n, self.size - self._count + 1)
