@@ -204,6 +204,26 @@ class BlobWriter:
         self.abort()
 
 
+def _open_nofollow(path: Path) -> int:
+    """Open ``blobs/<alg>/<hex>`` following no symlink in those three components.
+
+    ``O_NOFOLLOW`` alone covers only the last one: a hostile ``blobs/sha256`` symlink would
+    serve files from anywhere. ``O_NONBLOCK`` keeps a FIFO planted as a blob from blocking the
+    open until a writer appears (it has no effect on regular files).
+    """
+    dflags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    blobs = os.open(path.parent.parent, dflags)
+    try:
+        alg = os.open(path.parent.name, dflags, dir_fd=blobs)
+    finally:
+        os.close(blobs)
+    try:
+        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+        return os.open(path.name, flags, dir_fd=alg)
+    finally:
+        os.close(alg)
+
+
 class VerifiedReader:
     """Read a blob; its size and digest are checked, and a mismatch raises IntegrityError.
 
@@ -215,11 +235,11 @@ class VerifiedReader:
         self.digest = digest
         self._path = path
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+            fd = _open_nofollow(path)
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafeInputError(
-                    f"blob {digest} is a symlink; refusing to follow it"
+                    f"blob {digest} is a symlink (or under one); refusing to follow it ({path})"
                 ) from None
             if exc.errno == errno.ENOENT:
                 raise NotFoundError(f"blob {digest} is missing ({path})") from None
