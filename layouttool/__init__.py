@@ -23,12 +23,14 @@ from layouttool.errors import (
     UnsupportedError,
 )
 from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+from layouttool.ops.convert import ConvertResult, convert_image
 from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
 
 __all__ = [
     "ConflictError",
+    "ConvertResult",
     "CorruptStreamError",
     "Descriptor",
     "Digest",
@@ -47,6 +49,7 @@ __all__ = [
     "UnsafeInputError",
     "UnsupportedError",
     "__version__",
+    "convert_image",
     "init_layout",
     "inspect_image",
     "list_images",
