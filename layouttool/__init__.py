@@ -24,6 +24,7 @@ from layouttool.errors import (
 )
 from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
 from layouttool.ops.convert import ConvertResult, convert_image
+from layouttool.ops.export import ExportResult, export_docker_save
 from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -34,6 +35,7 @@ __all__ = [
     "CorruptStreamError",
     "Descriptor",
     "Digest",
+    "ExportResult",
     "IOFailure",
     "ImageConfig",
     "Index",
@@ -50,6 +52,7 @@ __all__ = [
     "UnsupportedError",
     "__version__",
     "convert_image",
+    "export_docker_save",
     "init_layout",
     "inspect_image",
     "list_images",
