@@ -1,0 +1,1 @@
+"""Readers (and writers) of foreign containers: docker save tarballs, OCI archives."""
