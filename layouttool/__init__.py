@@ -25,6 +25,7 @@ from layouttool.errors import (
 from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
 from layouttool.ops.convert import ConvertResult, convert_image
 from layouttool.ops.export import ExportResult, export_docker_save
+from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -38,6 +39,7 @@ __all__ = [
     "ExportResult",
     "IOFailure",
     "ImageConfig",
+    "ImportResult",
     "Index",
     "IntegrityError",
     "Interrupted",
@@ -53,6 +55,7 @@ __all__ = [
     "__version__",
     "convert_image",
     "export_docker_save",
+    "import_docker_save",
     "init_layout",
     "inspect_image",
     "list_images",
