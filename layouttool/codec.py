@@ -197,7 +197,8 @@ class _Guarded:
         except (OSError, EOFError, ValueError, zlib.error, lzma.LZMAError) as exc:
             raise self._fail(exc) from exc
         except Exception as exc:  # zstandard.ZstdError and isal's error types
-            if type(exc).__module__.startswith(("zstandard", "isal")):
+            # isal raises igzip_lib.IsalError (module "igzip_lib", not "isal...")
+            if type(exc).__module__.startswith(("zstandard", "isal", "igzip_lib")):
                 raise self._fail(exc) from exc
             raise
         return data
