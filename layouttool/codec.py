@@ -174,6 +174,72 @@ class LimitReader:
         return data
 
 
+class PrefetchReader:
+    """Read ``raw`` in a background thread, up to ``depth`` chunks ahead (bounded memory).
+
+    Decompression and hashing release the GIL, so a consumer that parses and writes (unpack's
+    tar reader) overlaps with them on another core. An exception in the producer is re-raised
+    by :meth:`read`; :meth:`close` stops the producer.
+    """
+
+    def __init__(self, raw: Reader, *, chunk: int = CHUNK, depth: int = 4) -> None:
+        import queue
+        import threading
+
+        self._raw = raw
+        self._chunk = chunk
+        self._q: queue.Queue[bytes | BaseException] = queue.Queue(maxsize=depth)
+        self._buf = memoryview(b"")
+        self._eof = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._produce, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def _put(self, item: bytes | BaseException) -> bool:
+        import queue
+
+        while not self._stop.is_set():
+            try:
+                self._q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _produce(self) -> None:
+        try:
+            while not self._stop.is_set():
+                data = self._raw.read(self._chunk)
+                if not self._put(data) or not data:
+                    return
+        except BaseException as exc:  # handed to the consumer, re-raised there
+            self._put(exc)
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read up to ``n`` bytes (all that is left when ``n`` < 0)."""
+        if n < 0:
+            parts = []
+            while chunk := self.read(self._chunk):
+                parts.append(chunk)
+            return b"".join(parts)
+        while not self._buf and not self._eof:
+            item = self._q.get()
+            if isinstance(item, BaseException):
+                self._eof = True
+                raise item
+            if not item:
+                self._eof = True
+            self._buf = memoryview(item)
+        out = bytes(self._buf[:n])
+        self._buf = self._buf[n:]
+        return out
+
+    def close(self) -> None:
+        """Stop the producer thread and wait for it."""
+        self._stop.set()
+        self._thread.join()
+
+
 class _Guarded:
     """A decompressing reader whose third-party errors become CorruptStreamError."""
 
@@ -217,6 +283,141 @@ class _Guarded:
             pass
 
 
+class _ReadInto:
+    """Give a read()-only source the readinto() that ISA-L's gzip reader calls."""
+
+    def __init__(self, raw: Reader) -> None:
+        self._raw = raw
+
+    def read(self, n: int = -1, /) -> bytes:
+        return self._raw.read(n)
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self._raw.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+
+_ZSTD_MAGIC_INT: Final = int.from_bytes(ZSTD_MAGIC, "little")
+
+
+class _ZstdFrames:
+    """Pass reads through while following the frame layout (headers and block sizes only).
+
+    zstandard's ``stream_reader`` reports a stream cut inside a frame as a clean EOF (it
+    returns what it decoded and no error), so a truncated layer would pass for a shorter one.
+    Following the frame boundaries of the compressed bytes costs a few operations per block
+    and tells whether the stream ended between frames.
+    """
+
+    def __init__(self, src: Reader) -> None:
+        self._src = src
+        self.frames = 0
+        self._state = "magic"
+        self._need = 4  # header bytes to collect in the current state
+        self._hdr = b""
+        self._skip = 0  # payload bytes to pass over
+        self._checksum = False
+        self._last = False
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read from the source, following the frames of what passes."""
+        data = self._src.read(n)
+        self._feed(data)
+        return data
+
+    def _collect(self, state: str, n: int) -> None:
+        self._state, self._need, self._hdr = state, n, b""
+
+    def _skip_then(self, state: str, n: int) -> None:
+        self._state, self._skip, self._hdr = state, n, b""
+        if n == 0:
+            self._skipped()
+
+    def _header(self, h: bytes) -> None:
+        v = int.from_bytes(h, "little")
+        if self._state == "magic":
+            if v == _ZSTD_MAGIC_INT:
+                self._collect("fhd", 1)
+            elif v & ~0xF == _ZSTD_SKIPPABLE_LOW:
+                self._collect("skipsize", 4)
+            else:
+                raise ValueError(f"bytes {h.hex()} do not start a zstd frame")
+        elif self._state == "fhd":
+            fcs_flag, single, dict_flag = v >> 6, (v >> 5) & 1, v & 3
+            self._checksum = bool((v >> 2) & 1)
+            rest = (0 if single else 1) + (0, 1, 2, 4)[dict_flag]
+            rest += (1 if single else 0, 2, 4, 8)[fcs_flag]
+            self._collect("fhrest" if rest else "block", rest or 3)
+        elif self._state == "fhrest":
+            self._collect("block", 3)
+        elif self._state == "block":
+            self._last = bool(v & 1)
+            btype, bsize = (v >> 1) & 3, v >> 3
+            if btype == 3:
+                raise ValueError("reserved zstd block type")
+            self._skip_then("blockdata", 1 if btype == 1 else bsize)
+        else:  # skipsize
+            self._skip_then("skipdata", v)
+
+    def _skipped(self) -> None:
+        if self._state == "blockdata" and not self._last:
+            self._collect("block", 3)
+        elif self._state == "blockdata" and self._checksum:
+            self._skip_then("checksum", 4)
+        else:  # the last block, a checksum or a skippable frame's payload: the frame is done
+            self.frames += 1
+            self._collect("magic", 4)
+
+    def _feed(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self._skip:
+                take = min(self._skip, n - i)
+                self._skip -= take
+                i += take
+                if not self._skip:
+                    self._skipped()
+                continue
+            take = min(self._need - len(self._hdr), n - i)
+            self._hdr += data[i : i + take]
+            i += take
+            if len(self._hdr) == self._need:
+                self._header(self._hdr)
+
+    @property
+    def complete(self) -> bool:
+        """True when the bytes so far end exactly after a frame."""
+        return self.frames > 0 and self._state == "magic" and not self._hdr
+
+
+class _ZstdReader:
+    """zstd decompression across all frames, refusing a stream that ends inside a frame."""
+
+    def __init__(self, src: Reader) -> None:
+        import zstandard
+
+        self._frames = _ZstdFrames(src)
+        self._inner = zstandard.ZstdDecompressor().stream_reader(
+            self._frames,  # type: ignore[arg-type]
+            read_size=CHUNK,
+            read_across_frames=True,
+            closefd=False,
+        )
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Decompressed bytes; at the end, check that the last frame was complete."""
+        data: bytes = self._inner.read(n)
+        if not data and n != 0 and not self._frames.complete:
+            # _Guarded turns EOFError into "unexpected end of stream (truncated?)"
+            raise EOFError
+        return data
+
+    def close(self) -> None:
+        """Release the decompressor (never the source)."""
+        self._inner.close()
+
+
 def open_decompress(src: Reader, compression: Compression, *, what: str = "stream") -> _Guarded:
     """A reader of the decompressed bytes of ``src``. Closing it never closes ``src``.
 
@@ -226,16 +427,11 @@ def open_decompress(src: Reader, compression: Compression, *, what: str = "strea
     if compression is Compression.NONE:
         inner = src
     elif compression is Compression.GZIP:
-        inner = igzip.IGzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
+        # ISA-L reads its source with readinto(), which our Reader protocol does not promise
+        fileobj = src if hasattr(src, "readinto") else _ReadInto(src)
+        inner = igzip.IGzipFile(fileobj=fileobj, mode="rb")  # type: ignore[no-untyped-call]
     elif compression is Compression.ZSTD:
-        import zstandard
-
-        inner = zstandard.ZstdDecompressor().stream_reader(
-            src,  # type: ignore[arg-type]
-            read_size=CHUNK,
-            read_across_frames=True,
-            closefd=False,
-        )
+        inner = _ZstdReader(src)
     elif compression is Compression.XZ:
         inner = lzma.LZMAFile(src)  # type: ignore[arg-type]  # noqa: SIM115
     else:
@@ -334,6 +530,7 @@ __all__ = [
     "HashingReader",
     "LimitReader",
     "PeekReader",
+    "PrefetchReader",
     "Reader",
     "Writer",
     "new_encoder",

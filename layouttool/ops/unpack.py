@@ -16,9 +16,11 @@ from typing import Any
 
 from layouttool import mediatypes as mt
 from layouttool.codec import (
+    CHUNK,
     HashingReader,
     LimitReader,
     PeekReader,
+    PrefetchReader,
     Reader,
     open_decompress,
     sniff,
@@ -162,8 +164,14 @@ def unpack_image(
             dec = open_decompress(peek, found, what=what)
             plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
             hashed = HashingReader(plain)
-            stats = apply_layer(hashed, root, opts)  # type: ignore[arg-type]
-            hashed.drain()
+            # decompress + hash on another core while this one parses tar and writes files
+            ahead = PrefetchReader(hashed)
+            try:
+                stats = apply_layer(ahead, root, opts)  # type: ignore[arg-type]
+                while ahead.read(CHUNK):
+                    pass
+            finally:
+                ahead.close()
             dec.close()
             blob.finish()
         task.done()
