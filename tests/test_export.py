@@ -573,3 +573,30 @@ def test_public_api_and_streams_to_a_binary_file(layouts, tmp_path):
     assert isinstance(res, api.ExportResult)
     assert res.bytes_written == os.path.getsize(tmp_path / "api.tar")
     assert res.to_json()["images"][0]["repoTags"] == ["emptyimage:latest"]
+
+
+def test_docker_typed_source_keeps_docker_media_types(tmp_path, skopeo):
+    """A layout holding Docker v2s2 manifests (skopeo --format v2s2) keeps that family."""
+    src_layout = tmp_path / "v2s2"
+    _skopeo_copy(skopeo, "almostempty.tar", f"{src_layout}:e:1", "--format", "v2s2")
+    src = open_image(f"{src_layout}:e:1")
+    assert src.manifest.media_type == mt.MT_DOCKER_MANIFEST
+    out = tmp_path / "o.tar"
+    res = export_docker_save([f"{src_layout}:e:1"], out, compression="none")
+    img = res.images[0]
+    assert img.manifest_rewritten
+    m = parse_manifest(_read(out, f"blobs/sha256/{img.manifest_digest.encoded}"))
+    assert m.media_type == mt.MT_DOCKER_MANIFEST
+    assert [d.media_type for d in m.layers] == [mt.MT_DOCKER_LAYER]
+    (entry,) = _json(out, "index.json")["manifests"]
+    assert entry["mediaType"] == mt.MT_DOCKER_MANIFEST
+    assert _config_digest(skopeo, f"docker-archive:{out}:e:1") == str(src.config.digest)
+    dest = tmp_path / "back"
+    sh(skopeo, "copy", "-q", f"docker-archive:{out}:e:1", f"oci:{dest}:x")
+    assert verify_layout(dest).ok
+
+
+def test_character_device_output_is_written_in_place(layouts, cli):
+    r = cli("to-docker-save", f"{layouts['a']}:dive:z", "-o", os.devnull, "--json")
+    assert r.code == 0, r.stderr
+    assert json.loads(r.stdout)["bytesWritten"] > 1_000_000

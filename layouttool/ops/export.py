@@ -534,7 +534,8 @@ def _open_output(path: Path) -> Iterator[BinaryIO]:
 
 
 def _spool_dir_for(output: Path | None, layouts: Sequence[Layout]) -> Path | None:
-    if output is not None:
+    """Where re-encoded layers wait: beside a file OUTPUT, else in a source layout's tmp."""
+    if output is not None and (output.is_file() or not output.exists()):
         return output.parent
     for layout in layouts:
         try:
