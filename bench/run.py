@@ -1,0 +1,443 @@
+#!/usr/bin/env python3
+"""layouttool benchmark: our commands beside skopeo and umoci on the same generated image.
+
+Usage: ``python bench/run.py [--quick] [--only import,unpack] [--runs N] [--size-mb N]``
+(``make bench``, ``make bench-quick``). It is never part of ``make test``.
+
+Each case runs our command and its peers on the same input in the same run, alternating
+(ours, peer, ours, peer, ...), and reports medians, ``peer time / our time`` ratios, MB/s of
+the image's uncompressed tar bytes, each command's own peak RSS (``os.wait4``) and output size.
+A command of ours that ``layouttool --help`` does not list is shown as "not available"; a
+missing peer is named and we are still timed. Results: a table on stdout, ``results.json``
+(machine, tool versions, inputs, every raw run) and ``results.md`` (the table for the README)
+under ``bench/out/``; generated inputs are cached under ``bench/out/cache/`` by seed and size.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import gen  # noqa: E402
+from bench.measure import (  # noqa: E402
+    fs_type,
+    machine_info,
+    measure,
+    tool_version,
+    tree_stats,
+    warm,
+)
+from bench.report import (  # noqa: E402
+    Case,
+    Side,
+    Target,
+    format_markdown,
+    format_text,
+    write_results,
+)
+
+DEFAULT_SEED = 20240601
+FULL = {"size_mb": 320, "big_mb": 1024, "runs": 3, "fast_runs": 10}
+QUICK = {"size_mb": 32, "big_mb": 200, "runs": 1, "fast_runs": 3}
+
+
+def log(msg: str) -> None:
+    """Progress on stderr (stdout carries the table)."""
+    print(msg, file=sys.stderr, flush=True)
+
+
+def ours_argv() -> list[str]:
+    """How to start our CLI: the venv's console script, else ``python -m layouttool``."""
+    script = Path(sys.executable).parent / "layouttool"
+    if script.exists():
+        return [str(script)]
+    return [sys.executable, "-m", "layouttool"]
+
+
+def our_commands(lt: list[str]) -> set[str]:
+    """Sub-commands ``layouttool --help`` lists (others are "not available" yet)."""
+    proc = subprocess.run([*lt, "--help"], capture_output=True, text=True)
+    names: set[str] = set()
+    section = ""
+    for line in proc.stdout.splitlines():
+        if line and not line[0].isspace() and line.endswith(":"):
+            section = line[:-1]
+            continue
+        m = re.match(r"^  ([a-z][a-z0-9-]*)(\s{2,}|$)", line)
+        if m and section not in ("", "Usage", "Options"):
+            names.add(m.group(1))
+    return names
+
+
+def rm(path: Path) -> None:
+    """Remove a file or tree, even one with read-only directories (rootless unpacks)."""
+    if not path.exists() and not path.is_symlink():
+        return
+    if path.is_dir() and not path.is_symlink():
+        def fix(func: Callable[..., Any], p: str, exc: Any) -> None:
+            # a directory without write or search permission: open it up and retry
+            os.chmod(os.path.dirname(p), 0o700)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, 0o700)
+                shutil.rmtree(p, onerror=fix)
+            else:
+                func(p)
+
+        shutil.rmtree(path, onerror=fix)
+    else:
+        path.unlink()
+
+
+def layout_note(layout: Path) -> str | None:
+    """Check that every layer blob's magic bytes agree with its media type (a cheap sanity
+    check of any tool's output); returns a note when they do not."""
+    try:
+        index = json.loads((layout / "index.json").read_text())
+        bad = []
+        for m in index.get("manifests") or []:
+            man = json.loads((layout / "blobs" / m["digest"].replace(":", "/")).read_bytes())
+            for layer in man.get("layers", []):
+                with open(layout / "blobs" / layer["digest"].replace(":", "/"), "rb") as f:
+                    head = f.read(4)
+                mt = layer["mediaType"]
+                is_gz, is_zst = head[:2] == b"\x1f\x8b", head == b"\x28\xb5\x2f\xfd"
+                want_gz, want_zst = mt.endswith("gzip"), mt.endswith("zstd")
+                if (is_gz, is_zst) != (want_gz, want_zst):
+                    kind = "gzip" if is_gz else "zstd" if is_zst else "uncompressed"
+                    bad.append(f"{layer['digest'][:19]} is {kind} but typed {mt}")
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        return f"could not read the output layout: {exc}"
+    if bad:
+        return f"{len(bad)} layer(s) mislabeled, e.g. {bad[0]}"
+    return None
+
+
+@dataclass
+class Cmd:
+    """How to run one side of a case."""
+
+    side: Side
+    argv: list[str]
+    out: Path | None = None  # removed before and after each run
+    size_path: Path | None = None  # what to measure after a run (default: out)
+    prepare: Callable[[], None] | None = None  # untimed, before each run (a fresh copy)
+    check_layout: bool = False  # check the output layout's layer media types
+
+
+@dataclass
+class Plan:
+    """A case and the commands that fill it (ours first)."""
+
+    case: Case
+    cmds: list[Cmd]
+    runs: int
+    warm: list[Path]
+
+
+def run_plan(plan: Plan, logs: Path, timeout: float) -> None:
+    """Run a case: warm the input, then alternate ours and each peer ``runs`` times."""
+    case = plan.case
+    runnable = [c for c in plan.cmds if c.side.missing is None]
+    if not runnable:
+        return
+    warm(plan.warm)
+    slug = re.sub(r"[^a-z0-9]+", "-", case.name.lower()).strip("-")
+    for i in range(plan.runs):
+        for cmd in runnable:
+            side = cmd.side
+            if side.failed is not None:
+                continue
+            if cmd.out is not None:
+                rm(cmd.out)
+            if cmd.prepare is not None:
+                cmd.prepare()
+            # start every run with no dirty pages of earlier runs left to write back: otherwise
+            # a run on disk pays for its predecessor's writes
+            os.sync()
+            tool = re.sub(r"[^a-z0-9]+", "-", side.tool.lower()).strip("-")
+            m = measure(cmd.argv, logs / f"{slug}.{tool}.{i}", timeout=timeout)
+            side.runs.append(m)
+            target = cmd.size_path or cmd.out
+            if m.ok and target is not None:
+                b, e = tree_stats(target)
+                side.out_bytes.append(b)
+                side.out_entries.append(e)
+                if cmd.check_layout and i == plan.runs - 1:
+                    note = layout_note(target)
+                    if note:
+                        case.notes.append(f"{side.tool}: {note}")
+            if not m.ok:
+                why = "timed out" if m.timed_out else f"exit {m.exit}"
+                case.notes.append(f"{side.tool} failed ({why}): {m.stderr_tail.splitlines()[-1:]}")
+            if cmd.out is not None:
+                rm(cmd.out)
+    # a fast wrong answer is not fast: compare what the tools produced where it should match
+    if case.group in ("unpack", "gc"):
+        counts = {c.side.tool: c.side.out_entries[-1] for c in runnable
+                  if c.side.out_entries and c.side.role != "floor"}
+        if len(set(counts.values())) > 1:
+            case.notes.append(f"outputs differ in entry count: {counts}")
+
+
+def log_case(case: Case) -> None:
+    """One progress line per case."""
+    parts = []
+    for side in [case.ours, *case.peers]:
+        status = side.status()
+        parts.append(f"{side.tool} {status}" if status else f"{side.tool} {side.median_s:.3f}s")
+    log(f"  {case.name}: " + ", ".join(parts))
+
+
+def build_plans(
+    inp: gen.Inputs,
+    big: gen.BigInput | None,
+    work: Path,
+    tmpfs: Path | None,
+    runs: int,
+    fast_runs: int,
+    *,
+    unpack_on_disk: bool = True,
+) -> list[Plan]:
+    """Every case of the benchmark, in the order they run."""
+    lt = [*ours_argv(), "-q"]
+    have = our_commands(ours_argv())
+    skopeo = shutil.which("skopeo")
+    umoci = shutil.which("umoci")
+    tar = shutil.which("tar")
+    root = os.geteuid() == 0
+    save = Path(inp.save_tar)
+    ogz, ozst = Path(inp.oci_gzip), Path(inp.oci_zstd)
+    layers = [Path(p) for p in inp.layer_tars]
+    ref = inp.ref
+    tar_bytes = inp.uncompressed_bytes
+    plans: list[Plan] = []
+
+    def ours(cmd: str, argv: list[str], **kw: Any) -> Cmd:
+        side = Side("ours", "layouttool", None if cmd in have else "not available")
+        return Cmd(side, [*lt, cmd, *argv], **kw)
+
+    def peer(name: str, path: str | None, argv: list[str], **kw: Any) -> Cmd:
+        side = Side("peer", name, None if path else f"{name} not installed")
+        return Cmd(side, [path or name, *argv], **kw)
+
+    def add(name: str, group: str, nbytes: int | None, cmds: list[Cmd], target: Target | None,
+            warm_paths: list[Path], n: int = runs) -> None:
+        case = Case(name, group, nbytes, cmds[0].side, [c.side for c in cmds[1:]], target)
+        plans.append(Plan(case, cmds, n, warm_paths))
+
+    # import: docker save tarball -> OCI layout
+    skopeo_flags = {"gzip": [], "zstd": ["--dest-compress-format", "zstd"],
+                    "none": ["--dest-oci-accept-uncompressed-layers"]}
+    targets = {"gzip": Target(min_ratio=2.5, max_size_ratio=1.03),
+               "zstd": Target(min_ratio=1.4), "none": Target()}
+    for comp in ("gzip", "zstd", "none"):
+        o1, o2 = work / f"import-{comp}-ours", work / f"import-{comp}-skopeo"
+        add(f"import {comp}", "import", save.stat().st_size, [
+            ours("from-docker-save", [str(save), "-o", str(o1), "--compression", comp],
+                 out=o1, check_layout=True),
+            peer("skopeo", skopeo, ["copy", "-q", *skopeo_flags[comp],
+                                    f"docker-archive:{save}", f"oci:{o2}:{ref}"],
+                 out=o2, check_layout=True),
+        ], targets[comp], [save])
+
+    # convert: recompress every layer into another layout
+    for src, comp, name in ((ogz, "zstd", "gzip->zstd"), (ozst, "gzip", "zstd->gzip")):
+        o1, o2 = work / f"convert-{comp}-ours", work / f"convert-{comp}-skopeo"
+        add(f"convert {name}", "convert", tar_bytes, [
+            ours("convert", [f"{src}:{ref}", "--compression", comp, "-o", str(o1)],
+                 out=o1, check_layout=True),
+            peer("skopeo", skopeo, ["copy", "-q", "--dest-compress-format", comp,
+                                    f"oci:{src}:{ref}", f"oci:{o2}:{ref}"],
+                 out=o2, check_layout=True),
+        ], Target(min_ratio=1.5) if comp == "zstd" else Target(), [src])
+
+    # unpack: the skopeo-made gzip layout (umoci needs OCI types) to a root filesystem
+    places = [("disk", work)] if unpack_on_disk or tmpfs is None else []
+    places += [("tmpfs", tmpfs)] if tmpfs is not None else []
+    for rootless in (False, True):
+        for where, base in places:
+            mode = "rootless" if rootless else "root"
+            flag = ["--rootless"] if rootless else []
+            d1, d2, d3 = base / f"unpack-{mode}-ours", base / f"unpack-{mode}-umoci", \
+                base / f"unpack-{mode}-tar"
+            # tar -x of the uncompressed layers, one after the other: no decompression, no
+            # whiteouts, no safety checks; the machine's floor for writing this tree
+            script = 'd=$1; shift; for f; do tar -xf "$f" -C "$d" $TARFLAGS || exit 1; done'
+            floor = Cmd(Side("floor", "tar -x (floor)", None if tar else "tar not installed"),
+                        ["sh", "-c", script.replace("$TARFLAGS",
+                                                    "--no-same-owner" if rootless else ""),
+                         "sh", str(d3), *map(str, layers)],
+                        out=d3, prepare=functools.partial(d3.mkdir, parents=True))
+            cmds = [
+                ours("unpack", [f"{ogz}:{ref}", str(d1), *flag], out=d1),
+                peer("umoci", umoci, ["unpack", *flag, "--image", f"{ogz}:{ref}", str(d2)],
+                     out=d2, size_path=d2 / "rootfs"),
+                floor,
+            ]
+            if not rootless and not root:
+                for c in cmds:
+                    c.side.missing = "needs root"
+            add(f"unpack {mode} {where}", "unpack", tar_bytes, cmds, Target(min_ratio=1.5),
+                [ogz, *layers])
+
+    # gc: thousands of blobs, each tool on its own fresh copy
+    gsrc = Path(inp.gc_layout)
+    g1, g2 = work / "gc-ours", work / "gc-umoci"
+    add(f"gc {inp.gc_blobs['blobs']} blobs", "gc", None, [
+        ours("gc", [str(g1)], out=g1, size_path=g1 / "blobs",
+             prepare=lambda: shutil.copytree(gsrc, g1, symlinks=True)),
+        peer("umoci", umoci, ["gc", "--layout", str(g2)], out=g2, size_path=g2 / "blobs",
+             prepare=lambda: shutil.copytree(gsrc, g2, symlinks=True)),
+    ], Target(min_ratio=20), [gsrc])
+
+    # start-up cost on a small layout
+    add("ls", "startup", None, [
+        ours("ls", [str(ogz)]),
+        peer("umoci", umoci, ["ls", "--layout", str(ogz)]),
+    ], Target(max_s=0.150), [ogz / "index.json"], fast_runs)
+    add("inspect", "startup", None, [
+        ours("inspect", [f"{ogz}:{ref}"]),
+        peer("skopeo", skopeo, ["inspect", f"oci:{ogz}:{ref}"]),
+    ], Target(), [ogz / "index.json"], fast_runs)
+
+    # flat memory: one very large layer
+    if big is not None:
+        bsave = Path(big.save_tar)
+        o1, o2 = work / "big-ours", work / "big-skopeo"
+        add(f"import gzip, one {big.layer_bytes // (1 << 20)} MiB layer", "import-big",
+            bsave.stat().st_size, [
+                ours("from-docker-save", [str(bsave), "-o", str(o1)], out=o1,
+                     check_layout=True),
+                peer("skopeo", skopeo, ["copy", "-q", f"docker-archive:{bsave}",
+                                        f"oci:{o2}:{ref}"], out=o2, check_layout=True),
+            ], Target(), [bsave])
+    return plans
+
+
+def tmpfs_dir() -> Path | None:
+    """A scratch directory on tmpfs (/dev/shm), or None when there is none."""
+    shm = Path("/dev/shm")
+    if shm.is_dir() and os.access(shm, os.W_OK) and fs_type(shm) == "tmpfs":
+        return shm / f"layouttool-bench-{os.getpid()}"
+    return None
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    """Command-line options."""
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--quick", action="store_true",
+                   help="small image, one run each: under a minute")
+    p.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    p.add_argument("--size-mb", type=int, help="size of the generated image (MiB)")
+    p.add_argument("--big-mb", type=int, help="size of the single large layer (MiB; 0: skip)")
+    p.add_argument("--runs", type=int, help="runs per tool per case (median)")
+    p.add_argument("--fast-runs", type=int, help="runs of the start-up cases (ls, inspect)")
+    p.add_argument("--only", help="comma-separated words; run the cases whose name has one")
+    p.add_argument("--out", type=Path, default=REPO / "bench" / "out",
+                   help="output and cache directory (default bench/out)")
+    p.add_argument("--timeout", type=float, default=1800.0, help="seconds per command")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate the inputs (cached), run every case, print and write the results."""
+    args = parse_args(argv)
+    preset = QUICK if args.quick else FULL
+    size_mb = args.size_mb or preset["size_mb"]
+    big_mb = preset["big_mb"] if args.big_mb is None else args.big_mb
+    runs = args.runs or preset["runs"]
+    fast_runs = args.fast_runs or max(runs, preset["fast_runs"])
+    out: Path = args.out.resolve()
+    cache, work, logs = out / "cache", out / "work", out / "logs"
+    for d in (cache, logs):
+        d.mkdir(parents=True, exist_ok=True)
+    rm(work)
+    work.mkdir(parents=True)
+    tmpfs = tmpfs_dir()
+
+    t0 = time.perf_counter()
+    log(f"inputs: seed {args.seed}, {size_mb} MiB image, {big_mb} MiB big layer "
+        f"(cached in {cache})")
+    inp = gen.generate(cache, args.seed, size_mb)
+    big = gen.generate_big(cache, args.seed, big_mb) if big_mb > 0 else None
+    log(f"inputs ready in {time.perf_counter() - t0:.1f}s: {inp.files} files, "
+        f"{inp.uncompressed_bytes / 1e6:.0f} MB of layers; OCI layouts by {inp.oci_tool}")
+
+    # --quick unpacks on tmpfs only (when there is one): on disk is slow and noisy
+    plans = build_plans(inp, big, work, tmpfs, runs, fast_runs,
+                        unpack_on_disk=not args.quick or tmpfs is None)
+    if args.only:
+        words = [w.strip() for w in args.only.split(",") if w.strip()]
+        plans = [p for p in plans if any(w in p.case.name for w in words)]
+    t1 = time.perf_counter()
+    try:
+        for n, plan in enumerate(plans, 1):
+            log(f"[{n}/{len(plans)}] {plan.case.name} ({plan.runs} runs)")
+            run_plan(plan, logs, args.timeout)
+            log_case(plan.case)
+    finally:
+        rm(work)
+        if tmpfs is not None:
+            rm(tmpfs)
+    cases = [p.case for p in plans]
+
+    lt = ours_argv()
+    tools = {
+        "layouttool": tool_version([*lt, "--version"]),
+        "skopeo": tool_version(["skopeo", "--version"]) if shutil.which("skopeo") else "missing",
+        "umoci": tool_version(["umoci", "--version"]) if shutil.which("umoci") else "missing",
+        "tar": tool_version(["tar", "--version"]) if shutil.which("tar") else "missing",
+    }
+    machine = machine_info() | {
+        "work_fs": fs_type(work.parent),
+        "tmpfs": str(tmpfs.parent) if tmpfs else None,
+    }
+    config = {
+        "seed": args.seed,
+        "size_mb": size_mb,
+        "big_mb": big_mb,
+        "runs": runs,
+        "fast_runs": fast_runs,
+        "quick": args.quick,
+        "only": args.only,
+        "bench_seconds": round(time.perf_counter() - t1, 1),
+        "mb_s": "MB/s = 10^6 bytes of the case's input (import: the tarball; convert, unpack: "
+                "the image's uncompressed layer tars) per second of our median time",
+        "ratio": "peer median / our median (above 1: we are faster)",
+    }
+    inputs = inp.to_json() | {"big": None if big is None else big.__dict__}
+    write_results(out / "results.json", cases, machine=machine, tools=tools, config=config,
+                  inputs=inputs)
+    (out / "results.md").write_text(format_markdown(cases, machine, tools, config))
+    print(f"layouttool bench: {machine['date']}, {machine['nproc']} x {machine['cpu']}, "
+          f"Linux {machine['kernel']}; image {size_mb} MiB ({inp.files} files), "
+          f"{runs} run(s), ratio = peer/ours")
+    print(", ".join(f"{k}: {v}" for k, v in tools.items()))
+    print()
+    print(format_text(cases))
+    notes = [f"  {c.name}: {note}" for c in cases for note in c.notes]
+    if notes:
+        print("\nnotes:")
+        print("\n".join(notes))
+    print(f"\nwrote {out / 'results.json'} and {out / 'results.md'} "
+          f"(bench {time.perf_counter() - t1:.0f}s, total {time.perf_counter() - t0:.0f}s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

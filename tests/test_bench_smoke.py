@@ -1,0 +1,226 @@
+"""Smoke tests of the benchmark code (bench/): the generator at a tiny size, the measurement
+helper, the table/JSON writer and a tiny end-to-end run. No timing is asserted anywhere."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_cli, sh
+
+from layouttool.ops.verify import verify_layout
+
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import gen
+from bench import run as bench_run
+from bench.measure import Measured, measure, tree_stats
+from bench.report import Case, Side, Target, format_markdown, format_text, write_results
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _members(tar: Path) -> dict[str, tarfile.TarInfo]:
+    with tarfile.open(tar) as tf:
+        return {m.name: m for m in tf.getmembers()}
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory: pytest.TempPathFactory) -> gen.Inputs:
+    """A 1 MiB image whose OCI layouts the generator writes itself (no skopeo)."""
+    return gen.generate(tmp_path_factory.mktemp("cache"), 7, 1, use_skopeo=False)
+
+
+def test_generator_is_deterministic_and_cached(tiny: gen.Inputs, tmp_path: Path) -> None:
+    again = gen.generate(tmp_path, 7, 1, use_skopeo=False)
+    assert _sha(Path(again.save_tar)) == _sha(Path(tiny.save_tar))
+    assert again.diff_ids == tiny.diff_ids
+    other = gen.generate(tmp_path, 8, 1, use_skopeo=False)
+    assert other.diff_ids != tiny.diff_ids
+    # a complete cache entry is reused, not regenerated
+    before = Path(again.save_tar).stat().st_mtime_ns
+    assert gen.generate(tmp_path, 7, 1, use_skopeo=False) == again
+    assert Path(again.save_tar).stat().st_mtime_ns == before
+
+
+def test_docker_save_tarball_is_consistent(tiny: gen.Inputs) -> None:
+    save = Path(tiny.save_tar)
+    with tarfile.open(save) as tf:
+        manifest = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        (entry,) = manifest
+        config_raw = tf.extractfile(entry["Config"]).read()  # type: ignore[union-attr]
+        repos = json.load(tf.extractfile("repositories"))  # type: ignore[arg-type]
+        layer_digests = [
+            "sha256:" + hashlib.sha256(tf.extractfile(name).read()).hexdigest()  # type: ignore[union-attr]
+            for name in entry["Layers"]
+        ]
+    assert entry["Config"] == hashlib.sha256(config_raw).hexdigest() + ".json"
+    assert entry["RepoTags"] == [gen.REPO_TAG]
+    config = json.loads(config_raw)
+    assert config["rootfs"]["diff_ids"] == layer_digests == tiny.diff_ids
+    assert len(config["history"]) == len(layer_digests) == 4
+    repo, tag = gen.REPO_TAG.split(":")
+    assert repos[repo][tag] == entry["Layers"][-1].split("/")[0]
+
+
+def test_layers_hold_the_edge_cases(tiny: gen.Inputs) -> None:
+    layers = [_members(Path(p)) for p in tiny.layer_tars]
+    base, _, third, fourth = layers
+    assert any(m.issym() and m.linkname.startswith("/") for m in base.values())
+    assert any(m.issym() and not m.linkname.startswith("/") for m in base.values())
+    assert any(m.islnk() for m in base.values())
+    assert any(m.mode & 0o4000 for m in base.values())
+    assert any(m.uid == 1000 for m in base.values())
+    assert "usr/share/locale/.wh..wh..opq" in third
+    whiteouts = [n for n in third if "/.wh." in n and not n.endswith(".wh..opq")]
+    assert len(whiteouts) >= 2
+    assert "opt/data/.wh.archive.bin" in fourth
+    assert fourth["usr/local/bin/tool"].islnk()
+    assert fourth["usr/local/bin/tool"].linkname in base
+    sizes = [m.size for layer in layers for m in layer.values() if m.isfile()]
+    assert min(sizes) == 0 and max(sizes) > 50_000
+    assert tiny.files == len(sizes)
+
+
+def test_own_oci_layouts_and_gc_layout_verify(tiny: gen.Inputs) -> None:
+    assert tiny.oci_tool == "bench/gen.py"
+    for layout in (tiny.oci_gzip, tiny.oci_zstd, tiny.gc_layout):
+        assert verify_layout(layout).ok, layout
+    res = run_cli("ls", tiny.oci_gzip, "--json")
+    assert res.code == 0, res.stderr
+    assert [i["ref"] for i in json.loads(res.stdout)["images"]] == [gen.REF]
+    blobs = sum(1 for _ in (Path(tiny.gc_layout) / "blobs" / "sha256").iterdir())
+    assert blobs == tiny.gc_blobs["blobs"] > tiny.gc_blobs["garbage"] > 0
+
+
+def test_peers_read_the_generated_image(tmp_path: Path, skopeo: str, umoci: str) -> None:
+    inp = gen.generate(tmp_path / "cache", 11, 1)
+    assert inp.oci_tool == "skopeo"
+    out = json.loads(sh(skopeo, "inspect", "--raw", "--config",
+                        f"docker-archive:{inp.save_tar}").stdout)
+    assert out["rootfs"]["diff_ids"] == inp.diff_ids
+    assert verify_layout(inp.oci_gzip).ok
+    assert verify_layout(inp.oci_zstd).ok
+    bundle = tmp_path / "bundle"
+    sh(umoci, "unpack", "--rootless", "--image", f"{inp.oci_gzip}:{gen.REF}", bundle)
+    rootfs = bundle / "rootfs"
+    facts = inp.facts
+    for path in facts["deleted"] + facts["deleted_dirs"] + facts["opaque_removed"]:
+        assert not (rootfs / path).exists(), path
+    for path in facts["opaque_kept"] + facts["overwritten"]:
+        assert (rootfs / path).is_file(), path
+    for link, target in facts["hardlinks"]:
+        if (rootfs / target).exists():
+            assert (rootfs / link).stat().st_ino == (rootfs / target).stat().st_ino
+
+
+def test_big_generator(tmp_path: Path) -> None:
+    big = gen.generate_big(tmp_path, 3, 2)
+    assert big.layer_bytes >= 2 << 20
+    with tarfile.open(big.save_tar) as tf:
+        (entry,) = json.load(tf.extractfile("manifest.json"))  # type: ignore[arg-type]
+        (layer,) = entry["Layers"]
+        digest = hashlib.sha256(tf.extractfile(layer).read()).hexdigest()  # type: ignore[union-attr]
+    assert big.diff_id == f"sha256:{digest}"
+
+
+def test_measure_reports_each_commands_own_peak_rss(tmp_path: Path) -> None:
+    py = sys.executable
+    big = measure([py, "-c", "b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096])"],
+                  tmp_path / "big")
+    small = measure(["sh", "-c", "echo hi; echo oops >&2; exit 3"], tmp_path / "small")
+    assert big.ok and big.maxrss_kib >= 96 * 1024
+    # measured alone: not the previous command's peak, nor the benchmark process's
+    assert small.maxrss_kib < 48 * 1024
+    assert (small.exit, small.ok, small.stderr_tail) == (3, False, "oops")
+    assert (tmp_path / "small.out").read_text() == "hi\n"
+    hung = measure(["sleep", "30"], tmp_path / "hung", timeout=0.3)
+    assert hung.timed_out and not hung.ok
+    missing = measure(["no-such-command-here"], tmp_path / "missing")
+    assert missing.exit == 127
+
+
+def test_tree_stats_counts_hardlinks_once(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "a").write_bytes(b"x" * 100)
+    os.link(tmp_path / "d" / "a", tmp_path / "d" / "b")
+    (tmp_path / "c").symlink_to("d/a")
+    assert tree_stats(tmp_path) == (100, 4)
+
+
+def _run(wall: float, rss_mib: int = 20, code: int = 0) -> Measured:
+    return Measured(["x"], wall, rss_mib * 1024, 0.0, 0.0, code, False, "boom" if code else "")
+
+
+def test_table_and_json(tmp_path: Path) -> None:
+    ours = Side("ours", "layouttool", runs=[_run(1.0), _run(1.2), _run(0.9)],
+                out_bytes=[1030, 1030, 1030])
+    peer = Side("peer", "skopeo", runs=[_run(3.0, 200), _run(2.7, 210), _run(3.3, 190)],
+                out_bytes=[1000, 1000, 1000])
+    fast = Case("import gzip", "import", 10_000_000, ours, [peer],
+                Target(min_ratio=2.5, max_size_ratio=1.03))
+    slow = Case("convert gzip->zstd", "convert", 10_000_000,
+                Side("ours", "layouttool", runs=[_run(2.0, 300)]),
+                [Side("peer", "skopeo", runs=[_run(2.0)])], Target(min_ratio=1.5))
+    absent = Case("gc", "gc", None, Side("ours", "layouttool", missing="not available"),
+                  [Side("peer", "umoci", missing="umoci not installed")], Target(min_ratio=20))
+    broken = Case("unpack", "unpack", 1, Side("ours", "layouttool", runs=[_run(1.0, code=2)]),
+                  [Side("peer", "umoci", runs=[_run(1.0)])], Target(min_ratio=1.5))
+    cases = [fast, slow, absent, broken]
+
+    assert fast.ratio(peer) == pytest.approx(3.0)
+    assert fast.mb_s() == pytest.approx(10.0)
+    assert fast.verdict() == "ok"
+    assert slow.verdict() == "MISS RSS 300M, 1.00x<1.5x"
+    assert absent.verdict() == broken.verdict() == "-"
+
+    text = format_text(cases)
+    lines = text.splitlines()
+    assert lines[0].split()[:4] == ["case", "peer", "ours", "s"]
+    assert len(lines) == 2 + len(cases)
+    assert "3.00x" in text and "not available" in text and "umoci not installed" in text
+    assert "FAILED (exit 2)" in text
+
+    machine = {"date": "2024-01-01T00:00:00+00:00", "nproc": 2, "cpu": "Test CPU"}
+    md = format_markdown(cases, machine, {"skopeo": "1.0"}, {"seed": 1, "size_mb": 1, "runs": 3})
+    assert "Test CPU" in md and md.count("\n| ") == 1 + len(cases)
+
+    doc = write_results(tmp_path / "results.json", cases, machine=machine, tools={},
+                        config={"runs": 3}, inputs={})
+    assert json.loads((tmp_path / "results.json").read_text()) == doc
+    first = doc["cases"][0]
+    assert first["verdict"] == "ok" and first["ratios"] == {"skopeo": pytest.approx(3.0)}
+    assert [r["wall_s"] for r in first["sides"][0]["runs"]] == [1.0, 1.2, 0.9]
+    assert first["sides"][1]["peak_rss_mib"] == 210
+    assert doc["cases"][2]["sides"][0]["status"] == "not available"
+
+
+def test_our_commands_come_from_help() -> None:
+    names = bench_run.our_commands(bench_run.ours_argv())
+    assert {"ls", "inspect", "verify"} <= names
+    assert not names & {"docker", "error", "layouttool", "examples"}
+
+
+def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = bench_run.main(["--size-mb", "1", "--big-mb", "0", "--runs", "1", "--fast-runs", "1",
+                           "--only", "ls,inspect", "--out", str(tmp_path)])
+    assert code == 0
+    doc = json.loads((tmp_path / "results.json").read_text())
+    assert [c["name"] for c in doc["cases"]] == ["ls", "inspect"]
+    for case in doc["cases"]:
+        ours = case["sides"][0]
+        assert ours["status"] == "ok", ours
+        assert len(ours["runs"]) == 1 and ours["runs"][0]["maxrss_kib"] > 0
+    assert doc["machine"]["nproc"] == os.cpu_count()
+    assert (tmp_path / "results.md").read_text().startswith("Measured ")
+    out = capsys.readouterr().out
+    assert "ls" in out and "inspect" in out
+    assert not (tmp_path / "work").exists()
