@@ -85,6 +85,8 @@ from layouttool.store import BlobInfo, BlobWriter, Layout
 #: total bytes of small (JSON-like) members a stream import keeps in memory
 STREAM_MEMORY_CAP: Final = 64 << 20
 _HEAD: Final = 512
+#: members up to this size are kept in memory by a stream import whatever they hold
+_TINY: Final = 64 << 10
 
 
 # ----------------------------------------------------------------------------- results
@@ -456,9 +458,13 @@ class _StreamArchive(_Archive):
             try:
                 head = peek.peek(_HEAD)
                 kind = sniff(head[:8])
-                if member.name in META_MEMBERS or (
+                json_like = (
                     kind is Compression.NONE and member.size <= JSON_CAP and b"\0" not in head
-                ):
+                )
+                # tiny members are kept too (while room is left), so a small config that does
+                # not look like JSON is still reported for what it is, not as "not kept"
+                tiny = member.size <= _TINY and mem_total + member.size <= STREAM_MEMORY_CAP
+                if member.name in META_MEMBERS or json_like or tiny:
                     if member.size > JSON_CAP:
                         raise SizeLimitError(
                             f"{w} is {member.size} bytes, over the JSON cap of {JSON_CAP}"
