@@ -415,7 +415,7 @@ class _ZstdReader:
 
     def close(self) -> None:
         """Release the decompressor (never the source)."""
-        self._inner.close()
+        self._inner.close()  # type: ignore[no-untyped-call]  # zstandard's stub lacks types
 
 
 def open_decompress(src: Reader, compression: Compression, *, what: str = "stream") -> _Guarded:
