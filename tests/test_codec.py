@@ -1,0 +1,336 @@
+"""Codecs: sniffing by magic bytes, streaming round trips, corrupt streams, determinism."""
+
+from __future__ import annotations
+
+import bz2
+import gzip
+import io
+import lzma
+import os
+import zlib
+
+import pytest
+import zstandard
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from layouttool.codec import (
+    Compression,
+    HashingReader,
+    LimitReader,
+    PeekReader,
+    new_encoder,
+    open_decompress,
+    open_sniffed,
+    pump,
+    sniff,
+)
+from layouttool.digest import Digest
+from layouttool.errors import CorruptStreamError, SizeLimitError
+
+
+class Chunky:
+    """A reader that hands out at most ``step`` bytes per read (like a pipe or a socket)."""
+
+    def __init__(self, data: bytes, step: int = 7) -> None:
+        self._buf = io.BytesIO(data)
+        self._step = step
+
+    def read(self, n: int = -1, /) -> bytes:
+        if n < 0:
+            return self._buf.read()
+        return self._buf.read(min(n, self._step))
+
+
+def compress(kind: Compression, data: bytes, level: int | None = None) -> bytes:
+    enc = new_encoder(kind, level)
+    return enc.compress(data) + enc.flush()
+
+
+def read_all(reader: object, sizes: list[int]) -> bytes:
+    out = []
+    i = 0
+    while True:
+        n = sizes[i % len(sizes)] if sizes else -1
+        i += 1
+        chunk = reader.read(n)  # type: ignore[attr-defined]
+        if not chunk:
+            return b"".join(out)
+        out.append(chunk)
+
+
+# ----------------------------------------------------------------------------- sniffing
+def _skippable(payload: bytes, nibble: int = 0) -> bytes:
+    magic = (0x184D2A50 + nibble).to_bytes(4, "little")
+    return magic + len(payload).to_bytes(4, "little") + payload
+
+
+@pytest.mark.parametrize(
+    ("head", "kind"),
+    [
+        (gzip.compress(b"x", mtime=0), Compression.GZIP),
+        (zstandard.ZstdCompressor().compress(b"x"), Compression.ZSTD),
+        (_skippable(b"meta"), Compression.ZSTD),
+        (_skippable(b"meta", 0xF), Compression.ZSTD),
+        (lzma.compress(b"x"), Compression.XZ),
+        (bz2.compress(b"x"), Compression.BZIP2),
+        (b"BZh", Compression.NONE),  # too short to be bzip2
+        (b"BZhx rest", Compression.NONE),  # no block-size digit
+        (b"ustar\x00" + b"\x00" * 20, Compression.NONE),
+        (b"", Compression.NONE),
+        (b"\x1f", Compression.NONE),
+        ((0x184D2A60).to_bytes(4, "little"), Compression.NONE),  # just past the skippable range
+    ],
+)
+def test_sniff(head: bytes, kind: Compression) -> None:
+    assert sniff(head[:8]) is kind
+
+
+def test_sniff_with_peek_keeps_the_bytes() -> None:
+    data = gzip.compress(b"payload" * 100, mtime=0)
+    kind, reader = open_sniffed(Chunky(data, 3))
+    assert kind is Compression.GZIP
+    assert read_all(reader, [5, 100]) == b"payload" * 100
+
+
+def test_skippable_frame_then_data_decompresses() -> None:
+    frame = zstandard.ZstdCompressor().compress(b"after the skippable frame")
+    kind, reader = open_sniffed(io.BytesIO(_skippable(b"metadata") + frame))
+    assert kind is Compression.ZSTD
+    assert read_all(reader, [4096]) == b"after the skippable frame"
+
+
+def test_xz_and_bzip2_decompress() -> None:
+    for kind, blob in (
+        (Compression.XZ, lzma.compress(b"xz data")),
+        (Compression.BZIP2, bz2.compress(b"bz data")),
+    ):
+        found, reader = open_sniffed(io.BytesIO(blob))
+        assert found is kind
+        assert read_all(reader, [3]) in (b"xz data", b"bz data")
+
+
+def test_compression_parse() -> None:
+    assert Compression.parse("GZIP") is Compression.GZIP
+    assert Compression.parse("uncompressed") is Compression.NONE
+    assert Compression.parse("zstd") is Compression.ZSTD
+    with pytest.raises(CorruptStreamError, match="unknown compression 'lz4'"):
+        Compression.parse("lz4")
+
+
+# ----------------------------------------------------------------------------- round trips
+_payload = st.one_of(
+    st.binary(max_size=4096),
+    # compressible data with long runs, so that the deflate/zstd paths do real work
+    st.lists(st.sampled_from([b"a" * 100, b"layer", os.urandom(64)]), max_size=200).map(
+        b"".join
+    ),
+)
+_sizes = st.lists(st.integers(min_value=1, max_value=70_000), min_size=1, max_size=6)
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_payload, level=st.integers(0, 9), sizes=_sizes, step=st.integers(1, 5000))
+def test_gzip_round_trip(data: bytes, level: int, sizes: list[int], step: int) -> None:
+    """Every gzip level (ISA-L 0-3, zlib 4-9) round-trips through our reader and zlib's."""
+    blob = compress(Compression.GZIP, data, level)
+    assert gzip.decompress(blob) == data
+    assert read_all(open_decompress(Chunky(blob, step), Compression.GZIP), sizes) == data
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(data=_payload, level=st.integers(1, 19), sizes=_sizes, step=st.integers(1, 5000))
+def test_zstd_round_trip(data: bytes, level: int, sizes: list[int], step: int) -> None:
+    blob = compress(Compression.ZSTD, data, level)
+    dctx = zstandard.ZstdDecompressor()
+    assert dctx.stream_reader(io.BytesIO(blob), read_across_frames=True).read() == data
+    assert read_all(open_decompress(Chunky(blob, step), Compression.ZSTD), sizes) == data
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    frames=st.lists(st.binary(max_size=3000), min_size=2, max_size=5),
+    sizes=_sizes,
+    step=st.integers(1, 5000),
+)
+def test_zstd_multi_frame_decompresses_fully(
+    frames: list[bytes], sizes: list[int], step: int
+) -> None:
+    """zstandard stops after the first frame by default; we must read all of them."""
+    blob = b"".join(zstandard.ZstdCompressor().compress(f) for f in frames)
+    got = read_all(open_decompress(Chunky(blob, step), Compression.ZSTD), sizes)
+    assert got == b"".join(frames)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    members=st.lists(st.binary(max_size=3000), min_size=2, max_size=4),
+    sizes=_sizes,
+)
+def test_gzip_multi_member_decompresses_fully(members: list[bytes], sizes: list[int]) -> None:
+    blob = b"".join(gzip.compress(m, mtime=0) for m in members)
+    assert read_all(open_decompress(io.BytesIO(blob), Compression.GZIP), sizes) == b"".join(
+        members
+    )
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.binary(max_size=10_000), sizes=_sizes, step=st.integers(1, 5000))
+def test_none_round_trip(data: bytes, sizes: list[int], step: int) -> None:
+    assert compress(Compression.NONE, data) == data
+    assert read_all(open_decompress(Chunky(data, step), Compression.NONE), sizes) == data
+
+
+def test_large_stream_in_small_reads() -> None:
+    data = os.urandom(1 << 20) + b"z" * (3 << 20)
+    for kind in (Compression.GZIP, Compression.ZSTD):
+        blob = compress(kind, data)
+        assert read_all(open_decompress(io.BytesIO(blob), kind), [65536, 1, 333_333]) == data
+
+
+# ----------------------------------------------------------------------------- corrupt streams
+@pytest.mark.parametrize("kind", [Compression.GZIP, Compression.ZSTD])
+@pytest.mark.parametrize("cut", [0.25, 0.5, 0.9])
+def test_truncated_stream_is_corrupt(kind: Compression, cut: float) -> None:
+    blob = compress(kind, os.urandom(50_000))
+    truncated = blob[: int(len(blob) * cut)]
+    with pytest.raises(CorruptStreamError) as exc:
+        read_all(open_decompress(io.BytesIO(truncated), kind, what="layer sha256:ab"), [8192])
+    assert exc.value.exit_code == 4
+    assert str(exc.value).startswith(f"layer sha256:ab: decompress {kind.value}: ")
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"write_checksum": True, "write_content_size": True},
+        {"write_checksum": False, "write_content_size": False},
+        {"write_checksum": True, "write_content_size": False, "write_dict_id": False},
+    ],
+)
+def test_zstd_cut_anywhere_is_corrupt(params: dict[str, bool]) -> None:
+    """Whatever the frame header holds, a zstd stream cut at any byte is refused."""
+    data = os.urandom(3000) + b"r" * 300_000
+    blob = zstandard.ZstdCompressor(**params).compress(data)
+    assert read_all(open_decompress(io.BytesIO(blob), Compression.ZSTD), [65536]) == data
+    for cut in sorted({1, 4, 5, 6, 9, len(blob) // 2, len(blob) - 4, len(blob) - 1}):
+        with pytest.raises(CorruptStreamError, match="truncated"):
+            read_all(open_decompress(io.BytesIO(blob[:cut]), Compression.ZSTD), [65536])
+
+
+def test_zstd_trailing_garbage_is_corrupt() -> None:
+    blob = zstandard.ZstdCompressor().compress(b"data") + b"garbage!"
+    with pytest.raises(CorruptStreamError):
+        read_all(open_decompress(io.BytesIO(blob), Compression.ZSTD), [100])
+
+
+@pytest.mark.parametrize("kind", [Compression.GZIP, Compression.ZSTD, Compression.XZ])
+def test_garbage_after_magic_is_corrupt(kind: Compression) -> None:
+    magic = {Compression.GZIP: b"\x1f\x8b\x08\x00", Compression.ZSTD: b"\x28\xb5\x2f\xfd"}.get(
+        kind, b"\xfd7zXZ\x00"
+    )
+    with pytest.raises(CorruptStreamError):
+        read_all(open_decompress(io.BytesIO(magic + b"\xff" * 64), kind), [100])
+
+
+def test_gzip_bad_crc_is_corrupt() -> None:
+    blob = bytearray(gzip.compress(b"hello world" * 10, mtime=0))
+    blob[-8] ^= 0xFF  # CRC32 in the trailer
+    with pytest.raises(CorruptStreamError):
+        read_all(open_decompress(io.BytesIO(bytes(blob)), Compression.GZIP), [1000])
+
+
+# ----------------------------------------------------------------------------- determinism
+@pytest.mark.parametrize("level", [0, 1, 2, 3, 6, 9])
+def test_gzip_output_is_deterministic(level: int) -> None:
+    data = os.urandom(20_000) + b"x" * 50_000
+    a = compress(Compression.GZIP, data, level)
+    b = compress(Compression.GZIP, data, level)
+    assert a == b
+    assert a[:2] == b"\x1f\x8b"
+    assert a[4:8] == b"\x00\x00\x00\x00"  # header mtime 0
+    assert a[3] & 0x08 == 0  # no file name stored
+
+
+@pytest.mark.parametrize("threads", [1, 2, 4])
+def test_zstd_output_does_not_depend_on_threads(threads: int) -> None:
+    data = os.urandom(10_000) + b"y" * (2 << 20)
+    one = _zstd_with_threads(data, 1)
+    assert _zstd_with_threads(data, threads) == one
+    assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(one)).read() == data
+
+
+def _zstd_with_threads(data: bytes, threads: int) -> bytes:
+    enc = new_encoder(Compression.ZSTD, None, threads)
+    return enc.compress(data) + enc.flush()
+
+
+def test_encoder_level_checks() -> None:
+    with pytest.raises(CorruptStreamError, match="gzip level 10 out of range"):
+        new_encoder(Compression.GZIP, 10)
+    with pytest.raises(CorruptStreamError, match="zstd level 0 out of range"):
+        new_encoder(Compression.ZSTD, 0)
+    with pytest.raises(CorruptStreamError, match="cannot write xz layers"):
+        new_encoder(Compression.XZ)
+
+
+# ----------------------------------------------------------------------------- readers
+def test_limit_reader() -> None:
+    assert read_all(LimitReader(io.BytesIO(b"x" * 100), 100, "layer"), [7]) == b"x" * 100
+    assert LimitReader(io.BytesIO(b"x" * 100), 100, "layer").read() == b"x" * 100
+    with pytest.raises(SizeLimitError, match="layer is larger than the limit of 99 bytes") as e:
+        read_all(LimitReader(io.BytesIO(b"x" * 100), 99, "layer"), [7])
+    assert e.value.exit_code == 4
+    with pytest.raises(SizeLimitError):
+        LimitReader(io.BytesIO(b"x" * 100), 10, "layer").read()
+
+
+def test_limit_reader_stops_a_bomb_early() -> None:
+    """A highly compressible stream is stopped at the limit, not after full expansion."""
+    zeros = zstandard.ZstdCompressor().compress(b"\x00" * (64 << 20))
+    consumed = io.BytesIO(zeros)
+    reader = LimitReader(open_decompress(consumed, Compression.ZSTD), 1 << 20, "layer")
+    with pytest.raises(SizeLimitError):
+        read_all(reader, [65536])
+
+
+def test_hashing_reader() -> None:
+    data = os.urandom(5000)
+    h = HashingReader(Chunky(data, 13))
+    assert h.read(100) == data[:13]
+    assert h.drain() == len(data) - 13
+    assert h.count == len(data)
+    assert h.digest() == Digest.of_bytes(data)
+    buf = bytearray(10)
+    h2 = HashingReader(io.BytesIO(b"abc"), "sha512")
+    assert h2.readinto(buf) == 3
+    assert h2.digest() == Digest.of_bytes(b"abc", "sha512")
+
+
+def test_peek_reader() -> None:
+    p = PeekReader(Chunky(b"0123456789", 3))
+    assert p.peek(5) == b"01234"
+    assert p.peek(2) == b"01"
+    assert p.read(2) == b"01"
+    assert p.read() == b"23456789"
+    assert p.read() == b""
+
+
+def test_pump_counts_and_reports_progress() -> None:
+    seen: list[int] = []
+    out = bytearray()
+    n = pump(io.BytesIO(b"q" * 3_000_000), out.extend, progress=seen.append)
+    assert n == 3_000_000 == len(out) == sum(seen)
+
+
+def test_third_party_errors_never_escape() -> None:
+    """zlib.error, EOFError, zstd.ZstdError all become CorruptStreamError."""
+    samples = {
+        Compression.GZIP: b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03" + b"\x00" * 3,
+        Compression.ZSTD: zstandard.ZstdCompressor().compress(b"x" * 1000)[:-3],
+        Compression.BZIP2: bz2.compress(b"x" * 1000)[:-5],
+    }
+    for kind, blob in samples.items():
+        with pytest.raises(CorruptStreamError):
+            read_all(open_decompress(io.BytesIO(blob), kind), [10])
+    assert zlib.decompress(zlib.compress(b"ok")) == b"ok"
