@@ -134,25 +134,30 @@ def walk(
     """Yield every node reachable from ``roots`` (default: index.json), each digest once.
 
     Errors reading a document raise, unless ``on_error`` is given: then it is called and the
-    node's subtree is skipped. Leaves (configs, layers) are yielded but never read.
+    node's subtree is skipped. Leaves (configs, layers) are yielded but never read. A digest
+    met first as a leaf and later where a document belongs (a manifest bundled as another
+    image's layer) is yielded again as that document and read, so its children are reached.
     """
     if roots is None:
         roots = list(layout.read_index().manifests)
-    seen: set[Digest] = set()
+    # Two sets, not one: if a digest seen as a leaf were never read as a document, gc would
+    # take that document's config and layers for orphans.
+    seen_leaf: set[Digest] = set()
+    seen_doc: set[Digest] = set()
     stack = [Node(d, "root", None) for d in reversed(roots)]
     while stack:
         node = stack.pop()
-        if node.desc.digest in seen:
-            continue
-        seen.add(node.desc.digest)
         if node.role in ("config", "layer") or (
             node.role == "blob" and not is_walkable(node.desc.media_type)
-        ):
+        ) or (node.role == "subject" and not follow_subject):
+            if node.desc.digest in seen_leaf or node.desc.digest in seen_doc:
+                continue
+            seen_leaf.add(node.desc.digest)
             yield node
             continue
-        if node.role == "subject" and not follow_subject:
-            yield node
+        if node.desc.digest in seen_doc:
             continue
+        seen_doc.add(node.desc.digest)
         try:
             doc, kids = children(layout, node)
         except LayoutToolError as exc:
