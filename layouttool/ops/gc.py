@@ -1,0 +1,438 @@
+"""``gc``: remove what nothing reachable from ``index.json`` references, and temp leftovers.
+
+Plan, then apply (GGCR's split): :func:`plan_gc` is pure and says what would go and why;
+:func:`apply_gc` deletes exactly that plan; :func:`gc_layout` runs both under the layout's
+exclusive lock, so no import or convert can add a blob between the mark and the sweep.
+
+Mark (fails closed):
+
+* roots are every ``index.json`` entry, tagged or not;
+* :func:`layouttool.graph.walk` follows every descriptor: index children (nested), configs,
+  layers, ``subject``, Docker and OCI types alike, and every descriptor-shaped object in a
+  manifest-like document of an unknown media type. Only documents are read; layers never are;
+* referrers: a blob nothing reaches, small enough to be a document (at most
+  :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON object, whose ``subject`` is
+  a kept blob, is kept too, with everything it references, until nothing changes (umoci #455,
+  zot #1229 lost signatures and SBOMs here);
+* a reachable document that is missing, unreadable, corrupt, not JSON, or of a type we cannot
+  walk makes the plan raise (nothing is deleted) unless ``force``: then that document is kept
+  (when present) but not read, it is reported in ``skipped``, and blobs that only it references
+  are treated as unreferenced.
+
+Sweep: every file under ``blobs/<alg>/`` whose name is a valid digest and is not kept; a symlink
+is removed as a link (its target is untouched); names that are not digests and things that are
+not files are reported and left alone. Temp files in ``.layouttool/tmp`` are removed: with the
+exclusive lock held, no writer that made them is alive.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from layouttool import mediatypes as mt
+from layouttool.digest import Digest
+from layouttool.errors import (
+    ConflictError,
+    IntegrityError,
+    InvalidInputError,
+    LayoutToolError,
+    NotFoundError,
+    UnsafeInputError,
+)
+from layouttool.graph import Node, is_walkable, walk
+from layouttool.model import JSON_CAP, Descriptor, parse_json
+from layouttool.progress import NULL_PROGRESS, Progress
+from layouttool.store import BlobFile, Layout
+
+REASON_UNREFERENCED: Final = "unreferenced"
+REASON_LINK: Final = "unreferenced symlink (removed as a link; its target is untouched)"
+REASON_TEMP: Final = "temp file of an interrupted write"
+SKIP_BAD_NAME: Final = "file name is not a valid digest; left alone"
+SKIP_NOT_FILE: Final = "not a regular file or symlink; left alone"
+SKIP_UNWALKED: Final = "kept but not walked (--force)"
+
+#: how many leading bytes are looked at to decide whether a blob may be a JSON document
+_SNIFF: Final = 64
+_JSON_WS: Final = b" \t\r\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Removal:
+    """One file gc removes (or would remove)."""
+
+    path: Path
+    #: the path relative to the layout root
+    rel: str
+    #: the blob's digest; None for a temp file
+    digest: Digest | None
+    size: int
+    reason: str
+    #: (st_dev, st_ino) when planned: apply leaves alone a file replaced since
+    ident: tuple[int, int]
+
+    def to_json(self) -> dict[str, Any]:
+        """``{"digest"|"path", "size", "reason"}``."""
+        key = {"digest": str(self.digest)} if self.digest is not None else {"path": self.rel}
+        return {**key, "size": self.size, "reason": self.reason}
+
+
+@dataclass(frozen=True, slots=True)
+class Skipped:
+    """Something gc did not remove and reports: a stray file, or (--force) an unread document."""
+
+    reason: str
+    path: str | None = None
+    digest: str | None = None
+    #: for an unread document: where it was reached from, and the error
+    where: str | None = None
+    error: str | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (only the fields that are set)."""
+        out: dict[str, Any] = {}
+        if self.digest is not None:
+            out["digest"] = self.digest
+        if self.path is not None:
+            out["path"] = self.path
+        out["reason"] = self.reason
+        if self.where is not None:
+            out["where"] = self.where
+        if self.error is not None:
+            out["error"] = self.error
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GcPlan:
+    """What a gc would do: files to remove with reasons, what is kept, what is left alone."""
+
+    layout: str
+    removals: tuple[Removal, ...]
+    #: every digest the mark reached (referrers included), stored or not
+    kept: frozenset[Digest]
+    #: blob files kept
+    kept_files: int
+    #: referrers kept only because their subject is kept
+    referrers: tuple[Digest, ...]
+    skipped: tuple[Skipped, ...]
+
+    @property
+    def bytes(self) -> int:
+        """Bytes the removals free."""
+        return sum(r.size for r in self.removals)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form (the shape of a dry run's result)."""
+        return GcResult(self.layout, True, self.removals, self.kept_files, self.referrers,
+                        self.skipped).to_json()
+
+
+@dataclass(frozen=True, slots=True)
+class GcResult:
+    """The outcome of ``gc``."""
+
+    layout: str
+    dry_run: bool
+    #: removed files (with ``dry_run``: what a real run would remove)
+    removed: tuple[Removal, ...]
+    #: blob files kept
+    kept: int
+    referrers: tuple[Digest, ...]
+    skipped: tuple[Skipped, ...]
+
+    @property
+    def count(self) -> int:
+        """Number of files removed."""
+        return len(self.removed)
+
+    @property
+    def bytes_freed(self) -> int:
+        """Bytes freed."""
+        return sum(r.size for r in self.removed)
+
+    @property
+    def unwalked(self) -> tuple[Skipped, ...]:
+        """Documents that could not be read and were kept (only with ``force``)."""
+        return tuple(s for s in self.skipped if s.error is not None)
+
+    def to_json(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "layout": self.layout,
+            "dryRun": self.dry_run,
+            "removed": [r.to_json() for r in self.removed],
+            "count": self.count,
+            "bytesFreed": self.bytes_freed,
+            "kept": self.kept,
+            "referrersKept": [str(d) for d in self.referrers],
+            "skipped": [s.to_json() for s in self.skipped],
+        }
+
+
+# ---------------------------------------------------------------------- mark
+def _was_read(node: Node) -> bool:
+    """True when the walk reads ``node`` as a document (rather than yielding it as a leaf)."""
+    return node.role in ("root", "manifest", "index", "subject") or (
+        node.role == "blob" and is_walkable(node.desc.media_type)
+    )
+
+
+class _Marker:
+    """Mark through graph.walk, recording what was reached and what could not be read."""
+
+    def __init__(self, layout: Layout, progress: Progress) -> None:
+        self.layout = layout
+        self.kept: set[Digest] = set()
+        #: digests whose document was read and followed, or failed to be (never retried)
+        self.visited: set[Digest] = set()
+        self.errors: list[tuple[Node, LayoutToolError]] = []
+        self._task = progress.task("gc: reading documents", None)
+
+    def _on_error(self, node: Node, exc: LayoutToolError) -> None:
+        if node.desc.digest not in self.visited:
+            self.errors.append((node, exc))
+            self.visited.add(node.desc.digest)
+
+    def mark(self, roots: list[Descriptor], *, follow_subject: bool) -> list[Descriptor]:
+        """Walk from ``roots``; return the subjects met but not followed and not yet read."""
+        pending: list[Descriptor] = []
+        for node in walk(self.layout, roots, on_error=self._on_error,
+                         follow_subject=follow_subject):
+            self.kept.add(node.desc.digest)
+            if node.role == "subject" and not follow_subject:
+                pending.append(node.desc)
+            elif _was_read(node) and node.desc.digest not in self.visited:
+                self.visited.add(node.desc.digest)
+                self._task.advance(node.desc.size)
+        return [d for d in pending if d.digest not in self.visited]
+
+    def done(self) -> None:
+        """The marking is over."""
+        self._task.done()
+
+
+def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | None:
+    """If ``bf`` may be a referrer (a JSON object with a ``subject``), its descriptor and the
+    subject's digest; else None. Cheap for layers: only the first bytes are looked at.
+
+    A blob that cannot be read for a reason other than its content (permission, I/O) raises:
+    we cannot tell whether it is a referrer, so we must not delete it.
+    """
+    if bf.digest is None or bf.is_symlink or bf.size > JSON_CAP or bf.size < 2:
+        return None
+    try:
+        with layout.open_blob(bf.digest, bf.size) as r:
+            # Not finished on purpose: hashing a whole layer to learn that it is not JSON is
+            # the cost gc avoids. A blob that passes this look is read in full (verified) below.
+            head = r.read(_SNIFF)
+        if not head.lstrip(_JSON_WS).startswith(b"{"):
+            return None
+        probe = Descriptor(media_type="", digest=bf.digest, size=bf.size)
+        doc = parse_json(layout.read_blob(probe), f"blob {bf.digest}")
+    except (InvalidInputError, IntegrityError, UnsafeInputError, NotFoundError):
+        # not JSON, corrupt (its content is not what its name says), not a regular file, or
+        # gone: not a document anyone can refer to by this digest
+        return None
+    if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):
+        return None
+    try:
+        subject = Descriptor.from_json(doc["subject"], f"blob {bf.digest} subject")
+    except InvalidInputError:
+        return None
+    declared = doc.get("mediaType")
+    if isinstance(declared, str):
+        media_type = declared
+    elif "manifests" in doc:
+        media_type = mt.MT_OCI_INDEX
+    elif "config" in doc:
+        media_type = mt.MT_OCI_MANIFEST
+    else:
+        media_type = ""  # unknown: walked as a manifest-like document of an unknown type
+    return probe.with_(media_type=media_type), subject.digest
+
+
+def _refuse(errors: list[tuple[Node, LayoutToolError]]) -> LayoutToolError:
+    """The error that stops a gc: the first problem's class, naming the blob and its path."""
+    node, exc = errors[0]
+    more = f" ({len(errors) - 1} more unreadable documents)" if len(errors) > 1 else ""
+    msg = (
+        f"gc stopped, nothing was deleted: {node.where()}: {exc}{more}. Restore or repair that "
+        "blob, or rerun with --force to keep it unread and collect the rest (blobs only it "
+        "references are then deleted)"
+    )
+    return type(exc)(msg)
+
+
+def _rel(layout: Layout, path: Path) -> str:
+    try:
+        return str(path.relative_to(layout.root))
+    except ValueError:  # pragma: no cover - every path we list is under the root
+        return str(path)
+
+
+def plan_gc(
+    layout: Layout, *, force: bool = False, progress: Progress | None = None
+) -> GcPlan:
+    """Work out what gc would remove, and why, without changing anything.
+
+    Raises the class of the first problem (NotFoundError, IntegrityError, InvalidInputError,
+    UnsafeInputError...) when a reachable manifest or index cannot be read, unless ``force``.
+    Hold ``layout.exclusive()`` around this and :func:`apply_gc` (as :func:`gc_layout` does),
+    or the plan may be stale when applied.
+    """
+    prog = progress or NULL_PROGRESS
+    marker = _Marker(layout, prog)
+    pending = marker.mark(list(layout.read_index().manifests), follow_subject=True)
+    if marker.errors and not force:
+        raise _refuse(marker.errors) from marker.errors[0][1]
+
+    files = list(layout.iter_blob_files())
+    # referrers: unreached blobs that may be documents, indexed by their subject
+    by_subject: dict[Digest, list[Descriptor]] = {}
+    unreadable: dict[Digest, LayoutToolError] = {}
+    for bf in files:
+        if bf.digest is not None and bf.digest not in marker.kept:
+            try:
+                found = _sniff_subject(layout, bf)
+            except LayoutToolError as exc:
+                if not force:
+                    raise type(exc)(
+                        f"gc stopped, nothing was deleted: cannot read unreferenced blob "
+                        f"{bf.digest} to tell whether it is a referrer: {exc}. Fix its "
+                        "permissions, or rerun with --force to keep it"
+                    ) from exc
+                unreadable[bf.digest] = exc
+                continue
+            if found is not None:
+                by_subject.setdefault(found[1], []).append(found[0])
+    referrers: list[Digest] = []
+    while True:
+        # referrers of anything kept so far, plus subjects a referrer walk met but did not read
+        roots = [d for s in list(by_subject) if s in marker.kept for d in by_subject.pop(s)
+                 if d.digest not in marker.kept]
+        referrers += [d.digest for d in roots]
+        roots += pending
+        if not roots:
+            break
+        # follow_subject=False: the subject of a referrer is already kept and read; other
+        # subjects come back in `pending` and are walked in the next round, so nothing is
+        # walked twice however many referrers a large index has
+        pending = marker.mark(roots, follow_subject=False)
+        if marker.errors and not force:
+            raise _refuse(marker.errors) from marker.errors[0][1]
+    marker.done()
+
+    removals: list[Removal] = []
+    skipped: list[Skipped] = [
+        Skipped(SKIP_UNWALKED, digest=str(node.desc.digest), where=node.where(), error=str(exc))
+        for node, exc in marker.errors
+    ]
+    kept_files = 0
+    for bf in files:
+        rel = _rel(layout, bf.path)
+        if bf.digest is None:
+            skipped.append(Skipped(SKIP_BAD_NAME, path=rel))
+            continue
+        if bf.digest in marker.kept:
+            kept_files += 1
+            continue
+        if bf.digest in unreadable:
+            skipped.append(Skipped("unreadable, so kept (--force)", path=rel,
+                                   digest=str(bf.digest), error=str(unreadable[bf.digest])))
+            continue
+        removal = _removal(bf.path, rel, bf.digest, REASON_UNREFERENCED)
+        if removal is None:
+            skipped.append(Skipped(SKIP_NOT_FILE, path=rel))
+        else:
+            removals.append(removal)
+    for path in layout.tmp_files():
+        rel = _rel(layout, path)
+        removal = _removal(path, rel, None, REASON_TEMP)
+        if removal is None:
+            skipped.append(Skipped(SKIP_NOT_FILE, path=rel))
+        else:
+            removals.append(removal)
+    return GcPlan(
+        layout=str(layout.root),
+        removals=tuple(removals),
+        kept=frozenset(marker.kept),
+        kept_files=kept_files,
+        referrers=tuple(sorted(set(referrers))),
+        skipped=tuple(skipped),
+    )
+
+
+def _removal(path: Path, rel: str, digest: Digest | None, reason: str) -> Removal | None:
+    """A Removal for a regular file or symlink at ``path``; None for anything else."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return None
+    if stat.S_ISLNK(st.st_mode):
+        reason = REASON_LINK if digest is not None else reason
+    elif not stat.S_ISREG(st.st_mode):
+        return None
+    return Removal(path, rel, digest, st.st_size, reason, (st.st_dev, st.st_ino))
+
+
+def apply_gc(
+    layout: Layout, plan: GcPlan, *, progress: Progress | None = None
+) -> tuple[Removal, ...]:
+    """Delete exactly the files of ``plan``; return those removed.
+
+    A file already gone, or replaced since the plan was made (another inode), is left alone
+    and not reported. Symlinks are removed as links.
+    """
+    prog = progress or NULL_PROGRESS
+    task = prog.task("gc: removing", plan.bytes)
+    done: list[Removal] = []
+    for r in plan.removals:
+        try:
+            st = os.lstat(r.path)
+        except FileNotFoundError:
+            continue
+        except OSError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) != r.ident:
+            continue
+        layout.delete_blob(r.path)
+        done.append(r)
+        task.advance(r.size)
+    task.done()
+    return tuple(done)
+
+
+def gc_layout(
+    path: str | os.PathLike[str],
+    *,
+    dry_run: bool = False,
+    force: bool = False,
+    progress: Progress | None = None,
+) -> GcResult:
+    """Garbage-collect the layout at ``path``.
+
+    Takes the layout's exclusive lock (waiting for running imports, converts, tags... to
+    finish), plans, and unless ``dry_run`` deletes exactly the plan before releasing the lock.
+    A dry run takes the lock too, so that what it lists is what a real run would remove.
+    Tools other than layouttool (skopeo, umoci) do not take this lock: do not run them on the
+    layout while gc runs. See :func:`plan_gc` for what is kept and what ``force`` does.
+    """
+    prog = progress or NULL_PROGRESS
+    layout = Layout.open(path)
+    lock = contextlib.ExitStack()
+    try:
+        lock.enter_context(layout.exclusive(wait=False))
+    except ConflictError:
+        prog.note(f"gc: waiting for other layouttool processes writing to {path} to finish")
+        lock.enter_context(layout.exclusive(wait=True))
+    with lock:
+        plan = plan_gc(layout, force=force, progress=prog)
+        removed = plan.removals if dry_run else apply_gc(layout, plan, progress=prog)
+    return GcResult(str(path), dry_run, removed, plan.kept_files, plan.referrers, plan.skipped)
