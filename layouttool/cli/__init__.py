@@ -26,6 +26,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "tag": ("cmd_layout", "tag_cmd", "Layouts"),
     "untag": ("cmd_layout", "untag_cmd", "Layouts"),
     "verify": ("cmd_layout", "verify_cmd", "Layouts"),
+    "gc": ("cmd_gc", "gc_cmd", "Maintenance"),
     "from-docker-save": ("cmd_import", "from_docker_save_cmd", "Import and export"),
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
     "to-docker-save": ("cmd_export", "to_docker_save_cmd", "Import and export"),
