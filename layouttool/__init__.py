@@ -25,6 +25,7 @@ from layouttool.errors import (
 from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
 from layouttool.ops.convert import ConvertResult, convert_image
 from layouttool.ops.export import ExportResult, export_docker_save
+from layouttool.ops.gc import GcResult, gc_layout
 from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
 from layouttool.ops.verify import verify_layout
@@ -37,6 +38,7 @@ __all__ = [
     "Descriptor",
     "Digest",
     "ExportResult",
+    "GcResult",
     "IOFailure",
     "ImageConfig",
     "ImportResult",
@@ -55,6 +57,7 @@ __all__ = [
     "__version__",
     "convert_image",
     "export_docker_save",
+    "gc_layout",
     "import_docker_save",
     "init_layout",
     "inspect_image",
