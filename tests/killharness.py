@@ -430,20 +430,26 @@ class Watched:
     code: int | None
     first_change: float | None
     end: float
+    #: with ``wait_after_signal``: when the signal was sent
+    signalled: float | None = None
 
 
 def watch_and_kill(args: Sequence[str | os.PathLike[str]], layout: Path,
                    *, after_start: float | None = None, after_change: float | None = None,
-                   sig: int = signal.SIGKILL) -> Watched:
+                   sig: int = signal.SIGKILL, wait_after_signal: bool = False,
+                   stderr: Path | None = None) -> Watched:
     """Run ``layouttool ARGS`` on ``layout`` and send ``sig`` either ``after_start`` seconds
     after the start, or ``after_change`` seconds after the layout first changes (the write
     phase began: a temp file appeared, a blob came or went, index.json was replaced). With
-    neither, only watch (to measure the phases of a clean run)."""
+    neither, only watch (to measure the phases of a clean run). With ``wait_after_signal``
+    the child's own exit code is returned (for SIGINT/SIGTERM, which it handles); ``stderr``
+    receives its standard error."""
     argv = [*LAYOUTTOOL, *map(str, args)]
     initial = _layout_state(layout)
     start = time.monotonic()
+    errf = open(stderr, "wb") if stderr is not None else None  # noqa: SIM115
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env=child_env())
+                            stderr=errf or subprocess.DEVNULL, env=child_env())
     first: float | None = None
     deadline: float | None = start + after_start if after_start is not None else None
     try:
@@ -458,8 +464,11 @@ def watch_and_kill(args: Sequence[str | os.PathLike[str]], layout: Path,
                     deadline = now + after_change
             if deadline is not None and now >= deadline:
                 proc.send_signal(sig)
-                proc.wait(timeout=60)
-                return Watched(None, first, time.monotonic() - start)
+                code = proc.wait(timeout=60)
+                end = time.monotonic() - start
+                if wait_after_signal:
+                    return Watched(code, first, end, now - start)
+                return Watched(None, first, end)
             if now - start > 120:
                 pytest.fail(f"layouttool {' '.join(map(str, args))} hung")
             time.sleep(0.0005)
@@ -467,6 +476,8 @@ def watch_and_kill(args: Sequence[str | os.PathLike[str]], layout: Path,
         if proc.poll() is None:  # pragma: no cover - only when the test itself fails
             proc.kill()
             proc.wait()
+        if errf is not None:
+            errf.close()
 
 
 @dataclass
