@@ -375,6 +375,12 @@ def test_oci_archive_blob_corrupt(tmp_path: Path) -> None:
             assert r.code == code, r.stderr
             if code:
                 assert not out.exists()
+                # into an existing layout: nothing changes, no temp file is left
+                keep = tmp_path / f"keep{src == '-'}"
+                import_docker_save(io.BytesIO(save(GOOD)), keep)
+                before = snapshot(keep)
+                assert run_cli("from-docker-save", src, "-o", keep, stdin=data).code == code
+                assert snapshot(keep) == before
             else:
                 assert verify_layout(out).ok
                 entry = json.loads((out / "index.json").read_bytes())["manifests"][0]

@@ -293,14 +293,21 @@ def _label(member: str) -> str:
 
 
 def _spool(
-    layout: Layout, src: Reader, name: str, opts: _Options, *, raw_copy: bool, what: str
+    layout: Layout,
+    src: Reader,
+    name: str,
+    opts: _Options,
+    *,
+    raw_copy: bool,
+    what: str,
+    total: int | None = None,
 ) -> _Spooled:
     """Spool one member as a layer; for ``blobs/`` members also hash (and maybe copy) it raw."""
     claimed = blob_path_digest(name)
     hashed = HashingReader(src) if claimed is not None else None
     source: Reader = hashed if hashed is not None else src
     raw_writer: BlobWriter | None = None
-    task = opts.progress.task(_label(name), None)
+    task = opts.progress.task(_label(name), total)
     try:
         if raw_copy and claimed is not None:
             peek = PeekReader(source)
@@ -392,7 +399,7 @@ class _FileArchive(_Archive):
             member = self.index.members[name]
             w = f"{self.what}: layer {name!r}"
             with self.member_reader(member, w) as r:
-                return _spool(layout, r, name, opts, raw_copy=False, what=w)
+                return _spool(layout, r, name, opts, raw_copy=False, what=w, total=member.size)
 
         if opts.jobs <= 1 or len(todo) <= 1:
             for name in todo:
@@ -439,7 +446,7 @@ class _StreamArchive(_Archive):
                 raise NotFoundError(f"{self.what}: member {name!r} was not read")
             w = f"{self.what}: layer {name!r}"
             self.spooled[name] = _spool(
-                layout, io.BytesIO(data), name, opts, raw_copy=False, what=w
+                layout, io.BytesIO(data), name, opts, raw_copy=False, what=w, total=len(data)
             )
 
     def scan(self, src: Reader, layout: Layout, opts: _Options) -> None:
@@ -481,7 +488,9 @@ class _StreamArchive(_Archive):
                         old.abort()
                     continue
                 try:
-                    spooled = _spool(layout, peek, member.name, opts, raw_copy=True, what=w)
+                    spooled = _spool(
+                        layout, peek, member.name, opts, raw_copy=True, what=w, total=member.size
+                    )
                 except LayoutToolError as exc:
                     if guard.failed:
                         raise
@@ -535,6 +544,13 @@ class _Commit:
     images: list[_ImagePlan] = field(default_factory=list)
     #: index.json entries of an OCI archive, as they are, with their manifests
     entries: list[tuple[Descriptor, Manifest | None]] = field(default_factory=list)
+
+    def abort(self) -> None:
+        """Drop every temp blob the plan owns (on failure)."""
+        for pending in self.layers.values():
+            pending.abort()
+        for w in self.raws.values():
+            w.abort()
 
 
 def _open_source(
@@ -680,16 +696,20 @@ def _import(
     form: Form = detect_form(archive.index, archive.what)
     plan = _Commit()
     notes: list[str] = [form]
-    if form == "docker-save":
-        _plan_docker(archive, layout, opts, wanted, plan)
-    else:
-        _plan_oci(archive, layout, opts, wanted, plan)
-        if opts.target is not Compression.GZIP or opts.docker:
-            notes.append(
-                "an OCI archive is imported as it is: --compression and --format do not apply "
-                "(use 'layouttool convert' afterwards)"
-            )
-    return (*_apply(layout, plan), notes)
+    try:
+        if form == "docker-save":
+            _plan_docker(archive, layout, opts, wanted, plan)
+        else:
+            _plan_oci(archive, layout, opts, wanted, plan)
+            if opts.target is not Compression.GZIP or opts.docker:
+                notes.append(
+                    "an OCI archive is imported as it is: --compression and --format do not "
+                    "apply (use 'layouttool convert' afterwards)"
+                )
+        return (*_apply(layout, plan), notes)
+    except BaseException:
+        plan.abort()
+        raise
 
 
 def _select_images(
@@ -911,9 +931,13 @@ def _copy_raw(
         bw = layout.writer(expected=digest)
         try:
             with archive.member_reader(member, what) as r:
-                while chunk := r.read(CHUNK):
+                # hash here too: a mismatch must be found before the first commit, not by it
+                hashed = HashingReader(r, digest.algorithm)
+                while chunk := hashed.read(CHUNK):
                     bw.write(chunk)
                     task.advance(len(chunk))
+            if hashed.digest() != digest:
+                raise IntegrityError(f"{what}: content hashes to {hashed.digest()}, not its digest")
         except BaseException:
             bw.abort()
             raise
@@ -923,7 +947,10 @@ def _copy_raw(
         return
     assert isinstance(archive, _StreamArchive)
     if member.name in archive.memory:
-        plan.small[digest] = archive.memory[member.name]  # put_bytes checks the digest
+        data = archive.memory[member.name]
+        if Digest.of_bytes(data, digest.algorithm) != digest:
+            raise IntegrityError(f"{what}: content does not match its digest")
+        plan.small[digest] = data
         return
     sp = archive.spooled.get(member.name)
     if sp is None:  # pragma: no cover - every file member is either in memory or spooled
@@ -944,6 +971,11 @@ def _copy_raw(
 
 def _apply(layout: Layout, plan: _Commit) -> tuple[tuple[ImportedImage, ...], int]:
     """Commit every blob (leaves first), write the manifests, and change index.json once."""
+    # every in-memory document is checked before the first commit, so a bad one cannot leave
+    # the blobs before it behind
+    for digest, data in plan.small.items():
+        if Digest.of_bytes(data, digest.algorithm) != digest:
+            raise IntegrityError(f"blob {digest}: content does not match its digest")
     written: dict[Digest, int] = {}
     layer_info: dict[str, BlobInfo] = {}
     for name, pending in plan.layers.items():
