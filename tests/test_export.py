@@ -16,12 +16,14 @@ import pytest
 import zstandard
 from conftest import sh
 from fixtures_path import shared_fixture
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from layouttool import mediatypes as mt
 from layouttool.cli import COMMANDS
 from layouttool.digest import Digest
-from layouttool.errors import ConflictError, IntegrityError, InvalidInputError
-from layouttool.formats.docker_save_writer import parse_docker_name
+from layouttool.errors import ConflictError, IntegrityError, InternalError, InvalidInputError
+from layouttool.formats.docker_save_writer import TarWriter, parse_docker_name
 from layouttool.model import Platform, parse_config, parse_manifest
 from layouttool.ops.common import open_image
 from layouttool.ops.export import export_docker_save
@@ -499,6 +501,8 @@ def test_platform_picks_one_image_of_an_index(layouts, tmp_path, cli):
         ("Registry.Example.com/a:t", "Registry.Example.com/a:t", "Registry.Example.com/a:t"),
         ("ghcr.io/o/app:1@sha256:" + "a" * 64, "ghcr.io/o/app:1", "ghcr.io/o/app:1"),
         ("a__b/c-d--e.f:1.0_rc-1", "a__b/c-d--e.f:1.0_rc-1", "docker.io/a__b/c-d--e.f:1.0_rc-1"),
+        # dropping docker.io here would turn "a.b" into a registry name
+        ("docker.io/a.b/c:1", "docker.io/a.b/c:1", "docker.io/a.b/c:1"),
     ],
 )
 def test_docker_names(value, familiar, full):
@@ -600,3 +604,58 @@ def test_character_device_output_is_written_in_place(layouts, cli):
     r = cli("to-docker-save", f"{layouts['a']}:dive:z", "-o", os.devnull, "--json")
     assert r.code == 0, r.stderr
     assert json.loads(r.stdout)["bytesWritten"] > 1_000_000
+
+
+_component = st.from_regex(r"[a-z0-9]{1,5}(?:(?:[._]|__|-{1,2})[a-z0-9]{1,4}){0,2}", fullmatch=True)
+_domain = st.sampled_from(
+    ["", "docker.io/", "index.docker.io/", "localhost/", "r.example.com:5000/"]
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    _domain,
+    st.lists(_component, min_size=1, max_size=3),
+    st.from_regex(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,20}", fullmatch=True),
+)
+def test_docker_name_normal_forms_are_stable(domain, path, tag):
+    # without a registry, a first component holding "." names a registry (Docker's rule)
+    assume(domain or len(path) == 1 or "." not in path[0])
+    name = parse_docker_name(f"{domain}{'/'.join(path)}:{tag}")
+    assert name is not None and name.tag == tag
+    # what we write (familiar in RepoTags, full in index.json) reads back as the same name
+    assert parse_docker_name(name.familiar) == name
+    assert parse_docker_name(name.full) == name
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.binary(max_size=1500), min_size=1, max_size=6))
+def test_tar_writer_round_trips_through_tarfile(payloads):
+    buf = io.BytesIO()
+    tar = TarWriter(buf)
+    tar.add_dir("d/")
+    for i, data in enumerate(payloads):
+        tar.begin_file(f"d/{i}", len(data))
+        half = len(data) // 2
+        tar.write(data[:half])
+        tar.write(data[half:])
+        tar.end_file()
+    tar.close()
+    raw = buf.getvalue()
+    assert len(raw) % 512 == 0 and tar.bytes_written == len(raw)
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        members = t.getmembers()
+        assert [m.name for m in members] == ["d", *(f"d/{i}" for i in range(len(payloads)))]
+        for i, data in enumerate(payloads):
+            fh = t.extractfile(f"d/{i}")
+            assert fh is not None and fh.read() == data
+
+
+def test_tar_writer_refuses_wrong_sizes():
+    tar = TarWriter(io.BytesIO())
+    tar.begin_file("x", 3)
+    with pytest.raises(InternalError, match="more data"):
+        tar.write(b"abcd")
+    tar.write(b"ab")
+    with pytest.raises(InternalError, match="1 bytes short"):
+        tar.end_file()

@@ -62,6 +62,9 @@ class DockerName:
             return f"{self.domain}/{self.path}"
         if self.path.startswith("library/") and self.path.count("/") == 1:
             return self.path[len("library/") :]
+        if _looks_like_domain(self.path.split("/", 1)[0]):
+            # "docker.io/a.b/c": dropping the domain would make "a.b" read as a registry
+            return f"{self.domain}/{self.path}"
         return self.path
 
     @property
@@ -71,6 +74,16 @@ class DockerName:
 
     def __str__(self) -> str:
         return self.familiar
+
+
+def _looks_like_domain(component: str) -> bool:
+    """Docker's rule for the first component of a name: a registry, not a path."""
+    return (
+        "." in component
+        or ":" in component
+        or component == "localhost"
+        or component != component.lower()
+    )
 
 
 def parse_docker_name(value: str, *, default_tag: str | None = None) -> DockerName | None:
@@ -93,7 +106,7 @@ def parse_docker_name(value: str, *, default_tag: str | None = None) -> DockerNa
     else:
         return None
     first, sep, rest = repo.partition("/")
-    if sep and ("." in first or ":" in first or first == "localhost" or first != first.lower()):
+    if sep and _looks_like_domain(first):
         domain, path = first, rest
         if not _DOMAIN_RE.fullmatch(domain):
             return None
