@@ -323,6 +323,7 @@ class _Converter:
         self.blobs_written = 0
         self.bytes_in = 0
         self.bytes_out = 0
+        self._zstd_threads = 1
 
     def note(self, msg: str) -> None:
         self.notes.append(msg)
@@ -465,7 +466,11 @@ class _Converter:
         jobs = list(self._jobs.values())
         if not jobs:
             return
-        pool = ThreadPoolExecutor(max_workers=max(1, min(self.jobs, len(jobs))))
+        workers = max(1, min(self.jobs, len(jobs)))
+        # cores left idle by too few layers go to zstd's own workers: its multi-threaded
+        # output is the same for any number of workers, so this changes speed, not digests
+        self._zstd_threads = max(1, (os.cpu_count() or 1) // workers)
+        pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures: list[Future[LayerResult]] = [pool.submit(self._run_job, j) for j in jobs]
             wait(futures, return_when=FIRST_EXCEPTION)
@@ -502,7 +507,7 @@ class _Converter:
                     reader,
                     target=job.target,
                     level=self.level,
-                    threads=1,
+                    threads=self._zstd_threads,
                     expected_diff_id=job.expected[0] if job.expected else None,
                     declared=job.declared,
                     what=job.what,
