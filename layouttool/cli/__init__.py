@@ -53,7 +53,8 @@ class LazyGroup(click.Group):
         self, ctx: click.Context, args: list[str]
     ) -> tuple[str | None, click.Command | None, list[str]]:
         name = args[0] if args else ""
-        if name and not name.startswith("-") and name not in COMMANDS:
+        # not while completing: a half-typed word must not print an error into the shell
+        if name and not name.startswith("-") and name not in COMMANDS and not ctx.resilient_parsing:
             close = difflib.get_close_matches(name, list(COMMANDS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"no such command {name!r}.{hint}")

@@ -26,7 +26,7 @@ def init_cmd(layout: str, as_json: bool) -> None:
     """Create an empty OCI image layout.
 
     \b
-    Example:
+    Examples:
       layouttool init ./oci
     """
     res = ops.init_layout(layout)
@@ -143,7 +143,7 @@ def untag_cmd(image: str, as_json: bool) -> None:
     """Remove a ref from index.json (its blobs stay until 'layouttool gc').
 
     \b
-    Example:
+    Examples:
       layouttool untag ./oci:app:old && layouttool gc ./oci
     """
     res = ops.untag_image(image)
