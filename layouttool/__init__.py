@@ -1,14 +1,54 @@
 """layouttool: OCI image layouts and docker save tarballs, on disk.
 
-The public API is re-exported here; everything else is internal.
+The names in ``__all__`` are the public API; everything else is internal and may change.
+Each operation takes paths or ``IMAGE`` strings (``LAYOUT[:REF]`` or ``LAYOUT@sha256:<hex>``,
+as on the command line), returns a frozen result dataclass with a ``to_json()`` (the
+``--json`` document of the matching command), accepts an optional ``progress``
+(:class:`Progress`) and raises only :class:`LayoutToolError` subclasses, each carrying the
+``exit_code`` the CLI uses:
 
+==========================  ====  ===========================================================
+exception                   exit  raised when
+==========================  ====  ===========================================================
+:class:`NotFoundError`      3     a layout, ref, blob or file does not exist
+:class:`InvalidInputError`  4     malformed JSON, schema, media type, bad option value
+:class:`CorruptStreamError` 4     a compressed or tar stream is truncated or corrupt
+:class:`UnsupportedError`   4     well formed, but not something we can do (schema 1 unpack)
+:class:`SizeLimitError`     4     ``max_size`` or a JSON size cap exceeded
+:class:`IntegrityError`     5     digest, size or diff_id mismatch
+:class:`UnsafeInputError`   6     a path escape or link cycle was refused
+:class:`ConflictError`      7     a layout is locked, or a destination would be clobbered
+:class:`IOFailure`          74    the OS refused a read or write (ENOSPC, EACCES)
+:class:`Interrupted`        130   SIGINT/SIGTERM
+==========================  ====  ===========================================================
+
+A short session (the README has a longer one, run by ``tests/test_api.py``):
+
+>>> import pathlib, tempfile
 >>> import layouttool
->>> layouttool.__version__ != ""
+>>> oci = pathlib.Path(tempfile.mkdtemp()) / "oci"
+>>> layouttool.init_layout(oci).layout == str(oci)
 True
+>>> layouttool.list_images(oci).images
+()
+>>> layouttool.verify_layout(oci).ok
+True
+>>> try:
+...     layouttool.inspect_image(f"{oci}:app:1.0")
+... except layouttool.NotFoundError as exc:
+...     print(exc.exit_code)
+3
+
+Importing ``layouttool`` is cheap: the operations' modules (and their codecs) load on first use
+of a name, so ``layouttool ls`` does not pay for ``convert``.
 """
 
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from layouttool._version import __version__
-from layouttool.digest import Digest
 from layouttool.errors import (
     ConflictError,
     CorruptStreamError,
@@ -22,14 +62,69 @@ from layouttool.errors import (
     UnsafeInputError,
     UnsupportedError,
 )
-from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
-from layouttool.ops.convert import ConvertResult, convert_image
-from layouttool.ops.export import ExportResult, export_docker_save
-from layouttool.ops.gc import GcResult, gc_layout
-from layouttool.ops.importer import ImportResult, import_docker_save
-from layouttool.ops.layout import init_layout, inspect_image, list_images, tag_image, untag_image
-from layouttool.ops.verify import verify_layout
-from layouttool.store import Layout
+
+if TYPE_CHECKING:
+    from layouttool.digest import Digest
+    from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.ops.common import ResolvedImage, open_image
+    from layouttool.ops.convert import ConvertResult, convert_image
+    from layouttool.ops.export import ExportResult, export_docker_save
+    from layouttool.ops.gc import GcResult, gc_layout
+    from layouttool.ops.importer import ImportResult, import_docker_save
+    from layouttool.ops.layout import (
+        InitResult,
+        InspectResult,
+        ListEntry,
+        ListResult,
+        TagResult,
+        init_layout,
+        inspect_image,
+        list_images,
+        tag_image,
+        untag_image,
+    )
+    from layouttool.ops.unpack import UnpackResult, unpack_image
+    from layouttool.ops.verify import Problem, VerifyResult, verify_layout
+    from layouttool.progress import Progress, Task
+    from layouttool.store import Layout
+
+#: public name -> module that defines it (imported on first access, PEP 562)
+_LAZY: dict[str, str] = {
+    "Digest": "layouttool.digest",
+    "Descriptor": "layouttool.model",
+    "ImageConfig": "layouttool.model",
+    "Index": "layouttool.model",
+    "Manifest": "layouttool.model",
+    "Platform": "layouttool.model",
+    "Layout": "layouttool.store",
+    "Progress": "layouttool.progress",
+    "Task": "layouttool.progress",
+    "ResolvedImage": "layouttool.ops.common",
+    "open_image": "layouttool.ops.common",
+    "InitResult": "layouttool.ops.layout",
+    "ListEntry": "layouttool.ops.layout",
+    "ListResult": "layouttool.ops.layout",
+    "InspectResult": "layouttool.ops.layout",
+    "TagResult": "layouttool.ops.layout",
+    "init_layout": "layouttool.ops.layout",
+    "list_images": "layouttool.ops.layout",
+    "inspect_image": "layouttool.ops.layout",
+    "tag_image": "layouttool.ops.layout",
+    "untag_image": "layouttool.ops.layout",
+    "Problem": "layouttool.ops.verify",
+    "VerifyResult": "layouttool.ops.verify",
+    "verify_layout": "layouttool.ops.verify",
+    "ImportResult": "layouttool.ops.importer",
+    "import_docker_save": "layouttool.ops.importer",
+    "ConvertResult": "layouttool.ops.convert",
+    "convert_image": "layouttool.ops.convert",
+    "UnpackResult": "layouttool.ops.unpack",
+    "unpack_image": "layouttool.ops.unpack",
+    "ExportResult": "layouttool.ops.export",
+    "export_docker_save": "layouttool.ops.export",
+    "GcResult": "layouttool.ops.gc",
+    "gc_layout": "layouttool.ops.gc",
+}
 
 __all__ = [
     "ConflictError",
@@ -43,17 +138,28 @@ __all__ = [
     "ImageConfig",
     "ImportResult",
     "Index",
+    "InitResult",
+    "InspectResult",
     "IntegrityError",
     "Interrupted",
     "InvalidInputError",
     "Layout",
     "LayoutToolError",
+    "ListEntry",
+    "ListResult",
     "Manifest",
     "NotFoundError",
     "Platform",
+    "Problem",
+    "Progress",
+    "ResolvedImage",
     "SizeLimitError",
+    "TagResult",
+    "Task",
+    "UnpackResult",
     "UnsafeInputError",
     "UnsupportedError",
+    "VerifyResult",
     "__version__",
     "convert_image",
     "export_docker_save",
@@ -62,7 +168,23 @@ __all__ = [
     "init_layout",
     "inspect_image",
     "list_images",
+    "open_image",
     "tag_image",
+    "unpack_image",
     "untag_image",
     "verify_layout",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from its module on first use."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'layouttool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
