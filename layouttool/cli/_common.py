@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol, TextIO, TypeVar
 
 import click
 
@@ -78,6 +79,10 @@ def settings() -> dict[str, Any]:
 
 
 class _TermTask:
+    """One unit of work on the status line (see :class:`TermProgress`)."""
+
+    __slots__ = ("count", "label", "owner", "start", "total")
+
     def __init__(self, owner: TermProgress, label: str, total: int | None) -> None:
         self.owner = owner
         self.label = label
@@ -86,95 +91,191 @@ class _TermTask:
         self.start = time.monotonic()
 
     def advance(self, n: int) -> None:
-        self.count += n
+        """``n`` more bytes are done (any thread)."""
+        with self.owner._lock:
+            self.count += n
         self.owner.redraw()
 
     def done(self) -> None:
+        """The unit is finished."""
         self.owner.finish(self)
 
 
-class TermProgress:
-    """One status line on stderr, redrawn at most 10 times a second (TTY only)."""
+#: at most this many tasks on the status line; the rest are counted ("+3 more")
+_SHOWN = 2
+#: seconds between redraws (the first draw is immediate)
+_INTERVAL = 0.1
+#: erase from the cursor to the end of the line (ANSI EL), after a carriage return
+_ERASE = "\r\x1b[K"
 
-    def __init__(self, enabled: bool, verbose: bool = False) -> None:
+
+def _columns(stream: TextIO) -> int:
+    """Width of the terminal ``stream`` is on: its window size, else $COLUMNS, else 80."""
+    try:
+        cols = os.get_terminal_size(stream.fileno()).columns
+    except (OSError, ValueError, AttributeError):
+        cols = 0
+    if cols <= 0:
+        try:
+            cols = int(os.environ.get("COLUMNS", "0"))
+        except ValueError:
+            cols = 0
+    return cols if cols > 0 else 80
+
+
+class TermProgress:
+    """Progress on a terminal: one status line on stderr with each running task's bytes,
+    percentage, rate and ETA, redrawn in place at most 10 times a second.
+
+    ``enabled`` turns the status line on (the CLI does so only when stderr is a TTY and ``-q``
+    was not given). Independently of it, ``verbose`` prints one detail line per finished task
+    (``layer 3f5a…: 4.0 MiB in 0.3s (13.2 MiB/s)``) and every note, and ``warnings`` prints notes
+    that start with ``warning`` (on by default; off with ``-q``). Detail lines first erase the
+    status line, so the two never mix. Thread-safe: operations advance tasks from worker threads.
+    """
+
+    def __init__(
+        self,
+        enabled: bool,
+        verbose: bool = False,
+        *,
+        warnings: bool = True,
+        stream: TextIO | None = None,
+    ) -> None:
         self.enabled = enabled
         self.verbose = verbose
-        self._lock = threading.Lock()
+        self.warnings = warnings
+        self._stream = stream if stream is not None else sys.stderr
+        self._lock = threading.RLock()
         self._tasks: list[_TermTask] = []
+        self._finished = 0
         self._last = 0.0
-        self._width = 0
+        self._drawn = False
+        self._closed = False
 
     def task(self, label: str, total: int | None) -> _TermTask:
-        """Start a unit of work."""
+        """Start a unit of work (the very first one is drawn at once)."""
         t = _TermTask(self, label, total)
         with self._lock:
             self._tasks.append(t)
-        self.redraw(force=True)
+            first = self._last == 0.0
+        self.redraw(force=first)
         return t
 
     def note(self, message: str) -> None:
-        """Print a detail line (with -v)."""
-        if self.verbose:
-            self._clear()
-            click.echo(message, err=True)
+        """A detail line (shown with -v), or a warning (shown unless -q)."""
+        if self.verbose or (self.warnings and message.startswith("warning")):
+            self._line(message)
 
     def finish(self, task: _TermTask) -> None:
-        """A task is done."""
+        """A task is done: with -v print its detail line; erase the status when idle."""
         with self._lock:
             if task in self._tasks:
                 self._tasks.remove(task)
+                self._finished += 1
+            idle = not self._tasks
         if self.verbose:
-            self._clear()
             dt = max(time.monotonic() - task.start, 1e-6)
-            click.echo(
+            self._line(
                 f"{task.label}: {human_size(task.count)} in {dt:.1f}s "
-                f"({human_size(int(task.count / dt))}/s)",
-                err=True,
+                f"({human_size(int(task.count / dt))}/s)"
             )
+        if idle:
+            with self._lock:
+                self._erase()
+        else:
+            self.redraw()
+
+    def _line(self, message: str) -> None:
+        with self._lock:
+            self._erase()
+            self._write(message + "\n")
         self.redraw(force=True)
 
-    def _clear(self) -> None:
-        if self.enabled and self._width:
-            sys.stderr.write("\r" + " " * self._width + "\r")
-            sys.stderr.flush()
-            self._width = 0
+    def _write(self, text: str) -> None:
+        try:
+            self._stream.write(text)
+            self._stream.flush()
+        except (OSError, ValueError):
+            # the terminal went away (closed, hung up): progress is not worth failing over
+            self.enabled = False
+
+    def _erase(self) -> None:
+        # caller holds the lock
+        if self._drawn:
+            self._write(_ERASE)
+            self._drawn = False
+
+    def status(self, now: float | None = None) -> str:
+        """The status line as it would be drawn now (not cut to the terminal's width)."""
+        now = time.monotonic() if now is None else now
+        with self._lock:
+            tasks = list(self._tasks)
+        parts = []
+        for t in tasks[:_SHOWN]:
+            dt = max(now - t.start, 1e-6)
+            rate = t.count / dt
+            s = f"{t.label} {human_size(t.count)}"
+            if t.total:
+                pct = min(100, 100 * t.count // t.total)
+                s += f"/{human_size(t.total)} {pct}%"
+            s += f" {human_size(int(rate))}/s"
+            if t.total and rate > 0 and dt >= 0.5 and t.count < t.total:
+                s += f" ETA {_duration((t.total - t.count) / rate)}"
+            parts.append(s)
+        line = " | ".join(parts)
+        if len(tasks) > _SHOWN:
+            line += f" | +{len(tasks) - _SHOWN} more"
+        return line
 
     def redraw(self, force: bool = False) -> None:
-        """Redraw the status line if enough time has passed."""
+        """Redraw the status line if it is on and enough time has passed (or ``force``)."""
         if not self.enabled:
             return
         now = time.monotonic()
-        if not force and now - self._last < 0.1:
+        if not force and now - self._last < _INTERVAL:
             return
         with self._lock:
+            if self._closed:  # checked under the lock: close() may run in another thread
+                return
             self._last = now
-            parts = []
-            for t in self._tasks[:3]:
-                dt = max(now - t.start, 1e-6)
-                rate = t.count / dt
-                s = f"{t.label} {human_size(t.count)}"
-                if t.total:
-                    pct = min(100, 100 * t.count // max(t.total, 1))
-                    eta = (t.total - t.count) / rate if rate > 0 else 0
-                    s += f"/{human_size(t.total)} {pct}% ETA {eta:.0f}s"
-                s += f" {human_size(int(rate))}/s"
-                parts.append(s)
-            line = " | ".join(parts)[:200]
-            pad = max(self._width - len(line), 0)
-            sys.stderr.write("\r" + line + " " * pad)
-            sys.stderr.flush()
-            self._width = len(line)
+            line = self.status(now)
+            if not line:
+                self._erase()
+                return
+            # one column short of the width: a full line would wrap (and never be erased) on
+            # terminals that wrap eagerly
+            width = _columns(self._stream) - 1
+            if len(line) > width:
+                line = line[: max(width - 1, 0)] + "…"
+            self._write(_ERASE + line)
+            self._drawn = True
 
     def close(self) -> None:
-        """Clear the status line."""
-        self._clear()
+        """Erase the status line; later reports (a straggling thread) draw nothing."""
+        with self._lock:
+            self._erase()
+            self._closed = True
+
+
+def _duration(seconds: float) -> str:
+    """``75`` -> ``1m15s``."""
+    s = int(seconds + 0.5)
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def progress() -> TermProgress:
-    """Progress for this invocation: on only when stderr is a TTY and -q was not given."""
+    """Progress for this invocation: the status line only when stderr is a TTY (not a dumb one)
+    and -q was not given; -v detail lines and warnings whatever stderr is."""
     s = settings()
-    enabled = not s.get("quiet") and sys.stderr.isatty()
-    return TermProgress(enabled, verbose=bool(s.get("verbose")) and not s.get("quiet"))
+    quiet = bool(s.get("quiet"))
+    term = os.environ.get("TERM", "") != "dumb"
+    enabled = not quiet and term and sys.stderr.isatty()
+    return TermProgress(enabled, verbose=bool(s.get("verbose")) and not quiet, warnings=not quiet)
 
 
 def summary(message: str) -> None:
