@@ -31,8 +31,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
     "to-docker-save": ("cmd_export", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
+    "push": ("cmd_remote", "push_cmd", "Registries"),
+    "pull": ("cmd_remote", "pull_cmd", "Registries"),
 }
-SECTIONS = ("Import and export", "Layouts", "Transform", "Maintenance")
+SECTIONS = ("Import and export", "Layouts", "Transform", "Maintenance", "Registries")
 
 
 class LazyGroup(click.Group):
@@ -59,6 +61,16 @@ class LazyGroup(click.Group):
             hint = f" Did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"no such command {name!r}.{hint}")
         return super().resolve_command(ctx, args)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:
+            # click would print an empty line on stderr before its Abort; the error contract is
+            # one line (on a terminal, the newline ends the echoed ^C)
+            if sys.stderr.isatty():
+                click.echo(err=True)
+            raise Interrupted("interrupted") from None
 
     def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         for section in SECTIONS:
