@@ -123,6 +123,12 @@ def first_layer(layout: Layout, desc: Descriptor) -> Descriptor:
     return Descriptor.from_json(doc["layers"][0])
 
 
+def config_desc_of(layout: Layout, desc: Descriptor) -> Descriptor:
+    """The config descriptor of the manifest ``desc``."""
+    doc = json.loads(layout.blob_path(desc.digest).read_bytes())
+    return Descriptor.from_json(doc["config"])
+
+
 # ----------------------------------------------------------------------------- init / open
 def test_init_creates_a_spec_layout(tmp_path: Path) -> None:
     layout = Layout.init(tmp_path / "new")
