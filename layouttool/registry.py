@@ -218,6 +218,7 @@ class Client:
         self._tokens: dict[str, str] = {}
         self._basic = False
         self._lock = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
         self.uploaded_bytes = 0
         self.requests = 0
 
@@ -235,7 +236,22 @@ class Client:
             else:
                 c = http.client.HTTPConnection(host, timeout=self.timeout)
             conns[key] = c
+            with self._lock:
+                self._all.append(c)
         return c
+
+    def close(self) -> None:
+        """Close every connection any thread opened."""
+        with self._lock:
+            conns, self._all = self._all, []
+        for c in conns:
+            c.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def _drop_conn(self, host: str, scheme: str) -> None:
         conns = getattr(self._local, "conns", {})

@@ -93,7 +93,19 @@ def push_image(
     dest = RemoteRef.parse(destination)
     if dest.digest is not None and dest.digest != sel.entry.digest:
         raise IntegrityError(f"{destination} names {dest.digest} but {image} is {sel.entry.digest}")
-    client = Client(dest.registry, insecure=insecure, creds=creds)
+    with Client(dest.registry, insecure=insecure, creds=creds) as client:
+        return _push(image, sel, dest, client, jobs, progress, start)
+
+
+def _push(
+    image: str,
+    sel: Any,
+    dest: RemoteRef,
+    client: Client,
+    jobs: int,
+    progress: Progress,
+    start: float,
+) -> TransferResult:
     nodes = list(walk(sel.layout, [sel.entry], follow_subject=False))
     blobs: dict[Digest, Node] = {}
     docs: list[Node] = []
@@ -236,11 +248,38 @@ def pull_image(
     earlier pull) are verified and not fetched again. A multi-platform index gives the image
     of ``platform`` (default: this host's), or with ``all_platforms`` the whole index.
     """
-    from layouttool.model import parse_index
 
     start = time.monotonic()
     ref = RemoteRef.parse(source)
-    client = Client(ref.registry, insecure=insecure, creds=creds)
+    with Client(ref.registry, insecure=insecure, creds=creds) as client:
+        return _pull(
+            client,
+            ref,
+            source,
+            layout_path,
+            platform,
+            all_platforms,
+            ref_name,
+            jobs,
+            progress,
+            start,
+        )
+
+
+def _pull(
+    client: Client,
+    ref: RemoteRef,
+    source: str,
+    layout_path: str | Path,
+    platform: Platform | None,
+    all_platforms: bool,
+    ref_name: str | None,
+    jobs: int,
+    progress: Progress,
+    start: float,
+) -> TransferResult:
+    from layouttool.model import parse_index
+
     raw, ctype = client.get_manifest(ref.repository, ref.reference)
     digest = Digest.of_bytes(raw)
     if ref.digest is not None and digest != ref.digest:
