@@ -56,13 +56,12 @@ NEEDS = {"import": "from-docker-save", "convert": "convert"}
 @pytest.mark.parametrize("command", sorted(COMMANDS))
 def test_interrupt_mid_write(world, tmp_path, command, sig, offset, request):
     require(NEEDS[command])
-    if command == "import":
-        # XXX(#7): _FileArchive.spool_members: when the signal lands while the main thread
-        # waits in fut.result(), the worker's layer finishes spooling after the loop gave up on
-        # it, its PendingLayer is never recorded in self.spooled, so abort() misses it and its
-        # temp file stays in .layouttool/tmp (gc removes it). Reported to the importer's owner.
-        request.applymarker(pytest.mark.xfail(strict=True, reason="importer leaks a temp "
-                                              "file of a parallel spool on SIGINT/SIGTERM"))
+    if command == "import" and offset == 0.0:
+        # XXX(#7): _FileArchive.spool_members builds its futures in a list comprehension: a
+        # signal that lands while it runs loses the futures already submitted, and their
+        # workers' temp blobs stay in .layouttool/tmp (gc removes them). Timing-dependent.
+        request.applymarker(pytest.mark.xfail(strict=False, reason="importer: signal during "
+                                              "submit leaks a spooled temp file"))
     d = tmp_path / "layout"
     shutil.copytree(world["template"], d)
     before_index = index_entries(d)
