@@ -28,7 +28,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 #: every command that takes --json (all of them)
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
-    "unpack", "to-docker-save", "gc",
+    "unpack", "to-docker-save", "gc", "push", "pull",
 )
 
 
@@ -89,6 +89,8 @@ def imported(tmp_path: Path) -> Path:
 def test_a_schema_for_every_command_and_all_compile() -> None:
     names = sorted(p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json"))
     assert names == sorted(JSON_COMMANDS)
+    # a new command comes with its documented --json schema
+    assert set(COMMANDS) <= set(JSON_COMMANDS), sorted(set(COMMANDS) - set(JSON_COMMANDS))
     for command in JSON_COMMANDS:
         doc = json.loads((SCHEMAS / f"{command}.schema.json").read_text())
         assert doc["$schema"] == "http://json-schema.org/draft-04/schema#"
@@ -108,7 +110,8 @@ def test_schemas_reject_a_changed_document(command: str, tmp_path: Path) -> None
     assert any(
         "unexpected property" in e for e in schema_errors(command, {"undocumentedField": 1})
     )
-    assert any("expected" in e for e in schema_errors(command, {first: {"a": [1]}}))
+    wrong = schema_errors(command, {first: {"a": [1]}})
+    assert any("expected" in e or "must be one of" in e for e in wrong), wrong
 
 
 # ----------------------------------------------------------------------------- each command
@@ -247,6 +250,28 @@ def test_gc_json(imported: Path) -> None:
     assert run_json("gc", imported)["count"] == 0
 
 
+def test_push_and_pull_json(imported: Path, tmp_path: Path) -> None:
+    need("push")
+    need("pull")
+    from test_registry import Registry  # a docker-registry on loopback (skips when missing)
+
+    reg = Registry(tmp_path)
+    try:
+        ref = sample_tags()[0]
+        pushed = run_json("push", f"{imported}:{ref}", f"{reg.host}/json/app:1", "--insecure")
+        assert pushed["action"] == "push" and pushed["blobsTransferred"] > 0
+        entry = next(e for e in index_entries(imported)
+                     if e["annotations"]["org.opencontainers.image.ref.name"] == ref)
+        assert pushed["digest"] == entry["digest"]
+        dest = tmp_path / "pulled"
+        pulled = run_json("pull", f"{reg.host}/json/app:1", "-o", dest, "--insecure")
+        assert pulled["action"] == "pull" and pulled["digest"] == pushed["digest"]
+        assert pulled["digest"] in {e["digest"] for e in index_entries(dest)}
+        assert verify_layout(dest).ok
+    finally:
+        reg.stop()
+
+
 # ----------------------------------------------------------------------------- errors
 ERRORS = [
     # (command, argv after the command with {t} for the tmp dir, exit code)
@@ -261,6 +286,8 @@ ERRORS = [
     ("unpack", ["{t}/nope:x", "{t}/dest"], 3),
     ("to-docker-save", ["{t}/nope:x", "-o", "{t}/out.tar"], 3),
     ("gc", ["{t}/nope"], 3),
+    ("push", ["{t}/nope:x", "127.0.0.1:9/x:1", "--insecure"], 3),
+    ("pull", ["not a reference", "-o", "{t}/out"], None),
     ("inspect", ["{t}/oci:no-such-ref"], 3),
     ("convert", ["{t}/oci", "--compression", "zstd", "--level", "99"], None),
 ]
