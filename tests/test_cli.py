@@ -318,3 +318,46 @@ def test_tag_untag_round_trip(tmp_path: Path) -> None:
         f"layouttool: error: untag needs LAYOUT:REF, got {str(layout.root)!r}",
     )
     assert_verifies(layout)
+
+
+_BAD_INDEXES = {
+    "not-json": b"{",
+    "null": b"null",
+    "array": b"[]",
+    "manifests-string": b'{"schemaVersion":2,"manifests":"x"}',
+    "negative-size": b'{"schemaVersion":2,"manifests":[{"mediaType":"%s","digest":"sha256:%s",'
+    b'"size":-1}]}',
+    "traversal-digest": b'{"schemaVersion":2,"manifests":[{"mediaType":"%s",'
+    b'"digest":"sha256:../../../etc/passwd","size":1}]}',
+    "uppercase-digest": b'{"schemaVersion":2,"manifests":[{"mediaType":"%s","digest":"sha256:'
+    + b"A" * 64
+    + b'","size":1}]}',
+    "schema-1": b'{"schemaVersion":1,"manifests":[]}',
+    "binary": bytes(range(256)),
+    "empty": b"",
+    "deep": b"[" * 50_000 + b"]" * 50_000,
+}
+
+
+@pytest.mark.parametrize("kind", sorted(_BAD_INDEXES))
+@pytest.mark.parametrize("command", ["ls", "inspect", "verify", "tag", "untag"])
+def test_bad_index_json_is_one_clean_line(tmp_path: Path, kind: str, command: str) -> None:
+    """A hostile index.json: exit 4, one error line, no traceback, nothing changed."""
+    layout = make_layout(tmp_path, "a")
+    data = _BAD_INDEXES[kind]
+    if b"%s" in data:
+        data = data.replace(b"%s", mt.MT_OCI_MANIFEST.encode(), 1).replace(b"%s", b"1" * 64)
+    (layout.root / "index.json").write_bytes(data)
+    args = {
+        "ls": ("ls", layout.root),
+        "inspect": ("inspect", f"{layout.root}:a"),
+        "verify": ("verify", layout.root),
+        "tag": ("tag", f"{layout.root}:a", "b"),
+        "untag": ("untag", f"{layout.root}:a"),
+    }[command]
+    r = run_cli(*args)
+    assert r.code == 4, (r.code, r.stderr)
+    assert r.stderr.startswith("layouttool: error: ")
+    assert r.stderr.count("\n") == 1
+    assert "Traceback" not in r.stderr
+    assert (layout.root / "index.json").read_bytes() == data
