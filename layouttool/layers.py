@@ -179,10 +179,25 @@ def spool_layer(
             encoder = new_encoder(out, level, threads)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
         hashed = HashingReader(plain)
+        # ISA-L's deflate output depends on how its input is split into compress() calls, so
+        # the encoder always gets exactly CHUNK-sized pieces: the blob digest then depends on
+        # the content only, not on how the source happens to return its reads
+        pending = bytearray()
         while data := hashed.read(CHUNK):
-            if encoder is not None and (piece := encoder.compress(data)):
-                w.write(piece)
+            if encoder is None:
+                continue
+            if not pending and len(data) == CHUNK:
+                if piece := encoder.compress(data):
+                    w.write(piece)
+                continue
+            pending += data
+            while len(pending) >= CHUNK:
+                if piece := encoder.compress(bytes(pending[:CHUNK])):
+                    w.write(piece)
+                del pending[:CHUNK]
         if encoder is not None:
+            if pending and (piece := encoder.compress(bytes(pending))):
+                w.write(piece)
             w.write(encoder.flush())
         dec.close()
         # bytes the decompressor did not need (padding after the last gzip member, say) are
