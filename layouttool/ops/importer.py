@@ -45,6 +45,7 @@ from layouttool.codec import (
 from layouttool.digest import Digest
 from layouttool.errors import (
     IntegrityError,
+    Interrupted,
     InvalidInputError,
     LayoutToolError,
     NotFoundError,
@@ -394,31 +395,62 @@ class _FileArchive(_Archive):
 
     def spool_members(self, layout: Layout, names: list[str], opts: _Options) -> None:
         todo = [n for n in dict.fromkeys(names) if n not in self.spooled]
+        stop = threading.Event()
 
         def work(name: str) -> _Spooled:
             member = self.index.members[name]
             w = f"{self.what}: layer {name!r}"
             with self.member_reader(member, w) as r:
-                return _spool(layout, r, name, opts, raw_copy=False, what=w, total=member.size)
+                src = _Stoppable(r, stop)
+                return _spool(layout, src, name, opts, raw_copy=False, what=w, total=member.size)
 
         if opts.jobs <= 1 or len(todo) <= 1:
             for name in todo:
                 self.spooled[name] = work(name)
             return
-        failure: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=opts.jobs) as ex:
-            futures: list[tuple[str, Future[_Spooled]]] = [(n, ex.submit(work, n)) for n in todo]
+        futures: list[tuple[str, Future[_Spooled]]] = []
+        ex = ThreadPoolExecutor(max_workers=opts.jobs)
+        try:
+            # submit inside the try: a Ctrl-C between two submits must still stop (and
+            # collect) the workers already started
+            for n in todo:
+                futures.append((n, ex.submit(work, n)))
+            # the first failure in manifest order is the one reported
             for name, fut in futures:
-                try:
+                self.spooled[name] = fut.result()
+        except BaseException:
+            # Ctrl-C lands here in the main thread: stop the workers at their next read
+            # instead of letting them finish their layers
+            stop.set()
+            for _, f in futures:
+                f.cancel()
+            raise
+        finally:
+            ex.shutdown(wait=True)
+            # every worker has ended: keep what finished so that abort() drops its temp file
+            for name, fut in futures:
+                if name in self.spooled or not fut.done() or fut.cancelled():
+                    continue
+                if fut.exception() is None:
                     self.spooled[name] = fut.result()
-                except BaseException as exc:
-                    # report the first failure in manifest order, after the others stop
-                    if failure is None:
-                        failure = exc
-                        for _, f in futures:
-                            f.cancel()
-        if failure is not None:
-            raise failure
+
+
+class _Stoppable:
+    """A reader that fails fast once ``stop`` is set (another worker failed, or Ctrl-C)."""
+
+    def __init__(self, raw: Reader, stop: threading.Event) -> None:
+        self._raw = raw
+        self._stop = stop
+
+    def read(self, n: int = -1, /) -> bytes:
+        if self._stop.is_set():
+            raise Interrupted("import stopped")
+        return self._raw.read(n)
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
 
 
 class _StreamArchive(_Archive):
@@ -660,6 +692,8 @@ def import_docker_save(
             detect_form(archive.index, name)  # refuse the unsupported before creating anything
         lay = Layout.open(out_path, create=True)
         with lay.writing():
+            # a broken index.json is refused before any blob is written, not after
+            lay.read_index()
             if archive is None:
                 assert stream is not None
                 peek = PeekReader(stream)
