@@ -151,6 +151,18 @@ def test_missing_layer_is_not_a_gc_error(b: LayoutBuilder) -> None:
     assert [r.digest for r in gc_layout(b.root).removed] == [stray]
 
 
+def test_referrer_found_whatever_its_json_spelling(b: LayoutBuilder) -> None:
+    img = b.image(1)
+    b.add_root(img, "a")
+    subject = json.dumps(img)
+    # leading whitespace, an escaped key, no mediaType: still a JSON object with a subject
+    hidden = b.orphan(f' \n{{"\\u0073ubject": {subject}, "note": "sig"}}'.encode())
+    plain = b.orphan(f'{{"subject": {subject}}}'.encode())
+    res = gc_layout(b.root)
+    assert res.count == 0
+    assert set(res.referrers) == {hidden, plain}
+
+
 def test_corrupt_json_orphan_with_subject_is_not_a_referrer(b: LayoutBuilder) -> None:
     img = b.image(1)
     b.add_root(img, "a")

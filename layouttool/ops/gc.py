@@ -227,13 +227,18 @@ def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | 
         return None
     try:
         with layout.open_blob(bf.digest, bf.size) as r:
-            # Not finished on purpose: hashing a whole layer to learn that it is not JSON is
-            # the cost gc avoids. A blob that passes this look is read in full (verified) below.
             head = r.read(_SNIFF)
-        if not head.lstrip(_JSON_WS).startswith(b"{"):
+            if not head.lstrip(_JSON_WS).startswith(b"{"):
+                # Not finished on purpose: hashing a whole layer to learn that it is not JSON
+                # is the cost gc avoids; nothing of this blob is used.
+                return None
+            raw = bytearray(head)
+            while chunk := r.read(1 << 20):  # the digest is checked at EOF
+                raw += chunk
+        # no parse unless a subject may be there (a key may hide behind a \u escape)
+        if b'"subject"' not in raw and b"\\u" not in raw:
             return None
-        probe = Descriptor(media_type="", digest=bf.digest, size=bf.size)
-        doc = parse_json(layout.read_blob(probe), f"blob {bf.digest}")
+        doc = parse_json(bytes(raw), f"blob {bf.digest}")
     except (InvalidInputError, IntegrityError, UnsafeInputError, NotFoundError):
         # not JSON, corrupt (its content is not what its name says), not a regular file, or
         # gone: not a document anyone can refer to by this digest
@@ -253,7 +258,7 @@ def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | 
         media_type = mt.MT_OCI_MANIFEST
     else:
         media_type = ""  # unknown: walked as a manifest-like document of an unknown type
-    return probe.with_(media_type=media_type), subject.digest
+    return Descriptor(media_type=media_type, digest=bf.digest, size=bf.size), subject.digest
 
 
 def _refuse(errors: list[tuple[Node, LayoutToolError]]) -> LayoutToolError:
@@ -269,10 +274,9 @@ def _refuse(errors: list[tuple[Node, LayoutToolError]]) -> LayoutToolError:
 
 
 def _rel(layout: Layout, path: Path) -> str:
-    try:
-        return str(path.relative_to(layout.root))
-    except ValueError:  # pragma: no cover - every path we list is under the root
-        return str(path)
+    # plain string work: Path.relative_to costs more than the rest of the sweep per file
+    root, p = os.fspath(layout.root).rstrip("/") + "/", os.fspath(path)
+    return p[len(root):] if p.startswith(root) else p
 
 
 def plan_gc(
@@ -334,12 +338,12 @@ def plan_gc(
     ]
     kept_files = 0
     for bf in files:
+        if bf.digest is not None and bf.digest in marker.kept:
+            kept_files += 1
+            continue
         rel = _rel(layout, bf.path)
         if bf.digest is None:
             skipped.append(Skipped(SKIP_BAD_NAME, path=rel))
-            continue
-        if bf.digest in marker.kept:
-            kept_files += 1
             continue
         if bf.digest in unreadable:
             skipped.append(Skipped("unreadable, so kept (--force)", path=rel,
