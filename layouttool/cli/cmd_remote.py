@@ -56,7 +56,15 @@ def _remote_options(f: F) -> F:
         is_flag=True,
         help="Speak plain HTTP (loopback and test registries only).",
     )(f)
+    f = click.option(
+        "--retries",
+        type=click.IntRange(min=0),
+        default=5,
+        show_default=True,
+        help="Retries of a request or blob after a connection error, 5xx or 429 (with backoff).",
+    )(f)
     return click.option(
+        "-j",
         "--jobs",
         type=click.IntRange(min=1),
         default=lambda: min(8, (os.cpu_count() or 1) * 2),
@@ -68,13 +76,21 @@ def _remote_options(f: F) -> F:
 @click.command("push")
 @click.argument("image")
 @click.argument("destination", metavar="REGISTRY/REPO[:TAG|@DIGEST]")
+@click.option(
+    "--mount-from",
+    metavar="REPO",
+    help="Mount blobs from this repository of the same registry instead of uploading them "
+    "(default: the repository the image was imported from, when on the same registry).",
+)
 @_remote_options
 @json_option
 def push_cmd(
     image: str,
     destination: str,
+    mount_from: str | None,
     creds: tuple[str, str] | None,
     insecure: bool,
+    retries: int,
     jobs: int,
     as_json: bool,
 ) -> None:
@@ -88,12 +104,20 @@ def push_cmd(
       layouttool push ./oci:app:1.0 registry.example.com/team/app:1.0
       layouttool push ./oci:app 127.0.0.1:5000/app:latest --insecure
       layouttool push ./oci:app ghcr.io/me/app:1.0 --creds "me:$TOKEN"
+      layouttool push ./oci:app reg.example/team/app:2 --mount-from team/base
     """
     insecure = insecure or bool(click.get_current_context().meta.get("layouttool.insecure"))
     prog = progress()
     try:
         res = push_image(
-            image, destination, insecure=insecure, creds=creds, jobs=jobs, progress=prog
+            image,
+            destination,
+            insecure=insecure,
+            creds=creds,
+            jobs=jobs,
+            mount_from=mount_from,
+            retries=retries,
+            progress=prog,
         )
     finally:
         prog.close()
@@ -133,6 +157,7 @@ def pull_cmd(
     platform: Platform | None,
     creds: tuple[str, str] | None,
     insecure: bool,
+    retries: int,
     jobs: int,
     as_json: bool,
 ) -> None:
@@ -160,6 +185,7 @@ def pull_cmd(
             insecure=insecure,
             creds=creds,
             jobs=jobs,
+            retries=retries,
             progress=prog,
         )
     finally:

@@ -1,26 +1,45 @@
-"""``push`` and ``pull``: move images between a layout and a registry, byte-exact."""
+"""``push`` and ``pull``: move images between a layout and a registry, byte-exact.
+
+Push sends only the named image: an index with every child, or one manifest, with their
+configs and layers. Referrers (signatures, SBOMs whose ``subject`` is this image) are separate
+images with their own index.json entries; they are pushed by naming them, as with skopeo and
+crane. Following ``subject`` the other way would push the image a referrer points at, which the
+user did not ask for either.
+"""
 
 from __future__ import annotations
 
+import threading
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from layouttool import mediatypes as mt
+from layouttool.codec import CHUNK
 from layouttool.digest import Digest
 from layouttool.errors import IntegrityError, LayoutToolError, UnsupportedError
 from layouttool.graph import Node, walk
-from layouttool.model import Descriptor, Index, Manifest, Platform, parse_json
-from layouttool.ops.common import select
+from layouttool.model import (
+    Descriptor,
+    Manifest,
+    Platform,
+    parse_index,
+    parse_json,
+    parse_manifest,
+)
+from layouttool.ops.common import Selected, select
 from layouttool.ops.layout import set_ref
-from layouttool.progress import NULL_PROGRESS, Progress
+from layouttool.progress import NULL_PROGRESS, Progress, Task
 from layouttool.refs import normalize_docker_name, pick_platform
-from layouttool.registry import Client, RemoteRef
+from layouttool.registry import Client, RemoteRef, TransientError
 from layouttool.store import Layout
 
 _DOC_CAP = 16 << 20
+#: indexes nested deeper than this are refused (a loop, or a hostile registry)
+_MAX_DEPTH = 8
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +77,40 @@ class TransferResult:
         }
 
 
+class _Counts:
+    """Counters shared by the transfer threads."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.sent = self.skipped = self.mounted = self.bytes = 0
+
+    def add(self, name: str, n: int = 1) -> None:
+        with self._lock:
+            setattr(self, name, getattr(self, name) + n)
+
+
+def _run_parallel(jobs: int, items: list[Any], fn: Callable[[Any], None]) -> None:
+    """Run ``fn`` on every item with ``jobs`` threads; the first error wins, the rest stop."""
+    if not items:
+        return
+    stop = threading.Event()
+
+    def guarded(item: Any) -> None:
+        if not stop.is_set():
+            try:
+                fn(item)
+            except BaseException:
+                stop.set()
+                raise
+
+    with ThreadPoolExecutor(max_workers=max(1, min(jobs, len(items)))) as pool:
+        futures = [pool.submit(guarded, i) for i in items]
+        errors = [f.exception() for f in futures]
+    for e in errors:
+        if e is not None:
+            raise e
+
+
 def _mount_source(entry: Descriptor, dest: RemoteRef) -> str | None:
     """The repository of the same registry this image came from, if we know it."""
     name = entry.annotations.get(mt.ANNOT_CONTAINERD_NAME)
@@ -79,30 +132,37 @@ def push_image(
     insecure: bool = False,
     creds: tuple[str, str] | None = None,
     jobs: int = 4,
+    mount_from: str | None = None,
+    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
 ) -> TransferResult:
     """Upload IMAGE (a whole index with all children, or one manifest) to ``destination``.
 
-    Blobs the registry has are skipped (HEAD); blobs of an image that came from another
-    repository of the same registry are mounted when the registry allows. Manifests go up
-    children first, by digest, and the root last by tag, byte-exact: the pushed digest equals
-    the layout's.
+    Blobs the registry has are skipped (HEAD, size checked). Blobs are mounted from
+    ``mount_from`` (a repository of the same registry), or else from the repository the
+    image's ``io.containerd.image.name`` names on that registry, when the registry allows.
+    Manifests go up children first, by digest, and the root last by tag, byte-exact: the
+    pushed digest equals the layout's.
     """
     start = time.monotonic()
     sel = select(image)
     dest = RemoteRef.parse(destination)
     if dest.digest is not None and dest.digest != sel.entry.digest:
         raise IntegrityError(f"{destination} names {dest.digest} but {image} is {sel.entry.digest}")
-    with Client(dest.registry, insecure=insecure, creds=creds) as client:
-        return _push(image, sel, dest, client, jobs, progress, start)
+    source_repo = _mount_source(sel.entry, dest)
+    if mount_from:
+        source_repo = RemoteRef.parse(f"{dest.registry}/{mount_from}").repository
+    with Client(dest.registry, insecure=insecure, creds=creds, retries=retries) as client:
+        return _push(image, sel, dest, client, jobs, source_repo, progress, start)
 
 
 def _push(
     image: str,
-    sel: Any,
+    sel: Selected,
     dest: RemoteRef,
     client: Client,
     jobs: int,
+    mount_from: str | None,
     progress: Progress,
     start: float,
 ) -> TransferResult:
@@ -117,41 +177,50 @@ def _push(
             skipped_nd.append(str(n.desc.digest))
         else:
             blobs.setdefault(n.desc.digest, n)
-    mount_from = _mount_source(sel.entry, dest)
-    counts = {"sent": 0, "skipped": 0, "mounted": 0}
+    counts = _Counts()
+    repo = dest.repository
 
     def send(node: Node) -> None:
         d = node.desc
-        if client.blob_size(dest.repository, d.digest, push=True) is not None:
-            counts["skipped"] += 1
-            return
-        if mount_from and client.mount_blob(dest.repository, d.digest, mount_from):
-            counts["mounted"] += 1
-            return
-        task = progress.task(f"push {d.digest.short}", d.size)
         in_schema1 = node.parent is not None and mt.is_schema1(node.parent.desc.media_type)
+        # schema 1 lists no sizes: the stored file's is the one to send (and it is verified)
         size = sel.layout.blob_path(d.digest).stat().st_size if in_schema1 else d.size
+        there = client.blob_size(repo, d.digest, push=True)
+        if there is not None and there in (-1, size):
+            counts.add("skipped")
+            return
+        if there is not None:
+            progress.note(
+                f"{dest.registry} has blob {d.digest} as {there} bytes, not {size}: "
+                "uploading it again"
+            )
+        location = None
+        if mount_from:
+            mounted, location = client.mount_blob(repo, d.digest, mount_from)
+            if mounted:
+                counts.add("mounted")
+                return
+        task = progress.task(f"push {d.digest.short}", size)
 
         def opener() -> _Progressing:
             return _Progressing(sel.layout, d.digest, size, task)
 
-        client.upload_blob(dest.repository, d.digest, size, opener)
+        client.upload_blob(repo, d.digest, size, opener, location=location)
         task.done()
-        counts["sent"] += 1
+        counts.add("sent")
 
-    with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        for fut in [pool.submit(send, n) for n in blobs.values()]:
-            fut.result()
+    _run_parallel(jobs, list(blobs.values()), send)
     # children before parents: the walk yields parents first
     pushed = 0
     for n in reversed(docs):
         raw = sel.layout.read_blob(n.desc, cap=_DOC_CAP)
         is_root = n.parent is None
         reference = dest.reference if is_root and dest.digest is None else str(n.desc.digest)
-        got = client.put_manifest(dest.repository, reference, raw, n.desc.media_type)
-        if got and got != str(n.desc.digest):
+        got = client.put_manifest(repo, reference, raw, n.desc.media_type)
+        if got and got.strip() != str(n.desc.digest):
             raise IntegrityError(
-                f"{dest.registry} stored manifest {n.desc.digest} as {got}: not byte-exact"
+                f"{dest.registry} stored manifest {n.desc.digest} as {got.strip()[:80]}: "
+                "not byte-exact"
             )
         pushed += 1
     return TransferResult(
@@ -160,9 +229,9 @@ def _push(
         destination=str(dest),
         digest=str(sel.entry.digest),
         media_type=sel.entry.media_type,
-        blobs_transferred=counts["sent"],
-        blobs_skipped=counts["skipped"],
-        blobs_mounted=counts["mounted"],
+        blobs_transferred=counts.sent,
+        blobs_skipped=counts.skipped,
+        blobs_mounted=counts.mounted,
         manifests=pushed,
         bytes_transferred=client.uploaded_bytes,
         seconds=time.monotonic() - start,
@@ -173,7 +242,7 @@ def _push(
 class _Progressing:
     """A verified blob reader that reports progress (re-opened for each retry)."""
 
-    def __init__(self, layout: Layout, digest: Digest, size: int | None, task: Any) -> None:
+    def __init__(self, layout: Layout, digest: Digest, size: int | None, task: Task) -> None:
         self._r = layout.open_blob(digest, size)
         self._task = task
 
@@ -188,26 +257,26 @@ class _Progressing:
 
 
 def _fetch_document(client: Client, repo: str, desc: Descriptor) -> bytes:
-    data, _ = client.get_manifest(repo, str(desc.digest))
-    got = Digest.of_bytes(data, desc.digest.algorithm)
-    if got != desc.digest or len(data) != desc.size:
+    data, _, _ = client.get_manifest(repo, str(desc.digest), expected=desc.digest)
+    if len(data) != desc.size:
         raise IntegrityError(
-            f"{client.registry}: manifest {desc.digest} arrived as {got} ({len(data)} bytes)"
+            f"{client.registry}: manifest {desc.digest} is {len(data)} bytes, its descriptor "
+            f"says {desc.size}"
         )
     return data
 
 
 def _blob_descriptors(raw: bytes, media_type: str, what: str) -> list[Descriptor]:
-    from layouttool.model import parse_manifest
-
     if mt.is_manifest(media_type):
         m: Manifest = parse_manifest(raw, what, media_type)
         return [m.config, *m.layers]
     if mt.is_schema1(media_type):
         doc = parse_json(raw, what)
+        layers = doc.get("fsLayers") if isinstance(doc, dict) else None
         out = []
-        for i, layer in enumerate(doc.get("fsLayers") or []):
-            d = Digest.parse(layer.get("blobSum"), what=f"{what} fsLayers[{i}]")
+        for i, layer in enumerate(layers if isinstance(layers, list) else []):
+            blob_sum = layer.get("blobSum") if isinstance(layer, dict) else None
+            d = Digest.parse(blob_sum, what=f"{what} fsLayers[{i}]")
             # schema 1 gives no sizes (0 here: the size is not checked, the digest is)
             out.append(Descriptor(media_type=mt.MT_DOCKER_LAYER_GZIP, digest=d, size=0))
         return out
@@ -239,6 +308,7 @@ def pull_image(
     insecure: bool = False,
     creds: tuple[str, str] | None = None,
     jobs: int = 4,
+    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
 ) -> TransferResult:
     """Fetch ``source`` from its registry into the layout and tag it.
@@ -246,16 +316,15 @@ def pull_image(
     Every blob and manifest is verified (digest and size) while it streams into the store; a
     mismatch is exit 5 and nothing is tagged. Blobs already in the layout (an interrupted
     earlier pull) are verified and not fetched again. A multi-platform index gives the image
-    of ``platform`` (default: this host's), or with ``all_platforms`` the whole index.
+    of ``platform`` (default: this host's), or with ``all_platforms`` the whole index (nested
+    indexes included). A pull by digest alone is tagged ``REPO@DIGEST`` unless ``ref_name``.
     """
-
     start = time.monotonic()
     ref = RemoteRef.parse(source)
-    with Client(ref.registry, insecure=insecure, creds=creds) as client:
+    with Client(ref.registry, insecure=insecure, creds=creds, retries=retries) as client:
         return _pull(
             client,
             ref,
-            source,
             layout_path,
             platform,
             all_platforms,
@@ -266,10 +335,50 @@ def pull_image(
         )
 
 
+def _documents(
+    client: Client, ref: RemoteRef, platform: Platform | None, all_platforms: bool
+) -> tuple[Descriptor, list[tuple[Descriptor, bytes]]]:
+    """The root to tag, and every manifest and index to store (children first)."""
+    raw, ctype, digest = client.get_manifest(ref.repository, ref.reference, expected=ref.digest)
+    doc = parse_json(raw, f"manifest {ref}")
+    root = Descriptor(media_type=_media_type(ctype, doc), digest=digest, size=len(raw))
+    if not all_platforms:
+        # descend to this platform's image; only that manifest is stored and tagged
+        for _ in range(_MAX_DEPTH):
+            if not mt.is_index(root.media_type):
+                return root, [(root, raw)]
+            index = parse_index(raw, f"index {root.digest}", root.media_type)
+            root = pick_platform(index, platform, str(ref))
+            raw = _fetch_document(client, ref.repository, root)
+        raise UnsupportedError(f"{ref}: indexes nested more than {_MAX_DEPTH} deep")
+    out: list[tuple[Descriptor, bytes]] = []
+
+    def collect(desc: Descriptor, data: bytes, depth: int) -> None:
+        if depth > _MAX_DEPTH:
+            raise UnsupportedError(f"{ref}: indexes nested more than {_MAX_DEPTH} deep")
+        if mt.is_index(desc.media_type):
+            index = parse_index(data, f"index {desc.digest}", desc.media_type)
+            for child in index.manifests:
+                if not (
+                    mt.is_index(child.media_type)
+                    or mt.is_manifest(child.media_type)
+                    or mt.is_schema1(child.media_type)
+                ):
+                    raise UnsupportedError(
+                        f"{ref}: index {desc.digest} lists {child.digest} of media type "
+                        f"{child.media_type!r}, which pull cannot follow; pull one platform "
+                        "(--platform) instead"
+                    )
+                collect(child, _fetch_document(client, ref.repository, child), depth + 1)
+        out.append((desc, data))
+
+    collect(root, raw, 0)
+    return root, out
+
+
 def _pull(
     client: Client,
     ref: RemoteRef,
-    source: str,
     layout_path: str | Path,
     platform: Platform | None,
     all_platforms: bool,
@@ -278,28 +387,7 @@ def _pull(
     progress: Progress,
     start: float,
 ) -> TransferResult:
-    from layouttool.model import parse_index
-
-    raw, ctype = client.get_manifest(ref.repository, ref.reference)
-    digest = Digest.of_bytes(raw)
-    if ref.digest is not None and digest != ref.digest:
-        raise IntegrityError(f"{source}: the registry sent a manifest that hashes to {digest}")
-    doc = parse_json(raw, f"manifest {source}")
-    media_type = _media_type(ctype, doc)
-    root = Descriptor(media_type=media_type, digest=digest, size=len(raw))
-    documents: list[tuple[Descriptor, bytes]] = []
-    if mt.is_index(media_type):
-        index: Index = parse_index(raw, f"index {source}", media_type)
-        if all_platforms:
-            documents.append((root, raw))
-            children = [d for d in index.manifests if mt.is_manifest(d.media_type)]
-        else:
-            children = [pick_platform(index, platform, str(source))]
-            root = children[0]
-        fetched = [(c, _fetch_document(client, ref.repository, c)) for c in children]
-        documents = fetched + documents
-    else:
-        documents.append((root, raw))
+    root, documents = _documents(client, ref, platform, all_platforms)
     blobs: dict[Digest, Descriptor] = {}
     skipped_nd: list[str] = []
     for desc, data in documents:
@@ -311,7 +399,32 @@ def _pull(
                 continue
             blobs.setdefault(b.digest, b)
     layout = Layout.open(layout_path, create=True)
-    counts = {"sent": 0, "skipped": 0, "bytes": 0}
+    counts = _Counts()
+
+    def download(desc: Descriptor, size: int | None, task: Task) -> int:
+        with (
+            client.open_blob(ref.repository, desc.digest) as resp,
+            layout.writer(expected=desc.digest) as w,
+        ):
+            while data := resp.read(CHUNK):
+                w.write(data)
+                task.advance(len(data))
+                if size is not None and w.size > size:
+                    break  # a registry that never stops sending must not fill the disk
+            if size is not None and w.size != size:
+                got = f"over {size}" if w.size > size else str(w.size)
+                raise IntegrityError(
+                    f"{ref.registry}: blob {desc.digest} is {got} bytes, expected {size}; "
+                    "nothing was tagged"
+                )
+            try:
+                w.commit()
+            except IntegrityError as exc:
+                raise IntegrityError(
+                    f"{ref.registry}: blob {desc.digest} arrived corrupt ({exc}); nothing was "
+                    "tagged"
+                ) from exc
+            return w.size
 
     def fetch(desc: Descriptor) -> None:
         size = desc.size or None
@@ -319,32 +432,37 @@ def _pull(
             try:
                 with layout.open_blob(desc.digest, size) as r:
                     r.finish()
-                counts["skipped"] += 1
+                counts.add("skipped")
                 return
             except LayoutToolError:
                 pass  # a damaged copy: fetch it again (the new one replaces it)
         task = progress.task(f"pull {desc.digest.short}", size)
-        resp = client.open_blob(ref.repository, desc.digest)
-        with layout.writer(expected=desc.digest) as w:
-            while data := resp.read(1 << 20):
-                w.write(data)
-                task.advance(len(data))
-            if size is not None and w.size != size:
-                raise IntegrityError(
-                    f"{ref.registry}: blob {desc.digest} is {w.size} bytes, expected {size}"
-                )
-            w.commit()
+        attempt = 0
+        while True:
+            attempt += 1
+            try:
+                n = download(desc, size, task)
+                break
+            except TransientError:
+                # the connection broke mid-blob: start this blob again (bounded)
+                if attempt > client.retries:
+                    raise
+                client.wait(attempt)
         task.done()
-        counts["sent"] += 1
-        counts["bytes"] += w.size
+        counts.add("sent")
+        counts.add("bytes", n)
 
     with layout.writing():
-        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for fut in [pool.submit(fetch, b) for b in blobs.values()]:
-                fut.result()
+        _run_parallel(jobs, list(blobs.values()), fetch)
         for desc, data in documents:
             layout.put_bytes(data, expected=desc.digest)
-        name = ref_name or f"{ref.repository.removeprefix('library/')}:{ref.tag or 'latest'}"
+        repo_name = ref.repository.removeprefix("library/")
+        if ref_name:
+            name = ref_name
+        elif ref.tag is None and ref.digest is not None:
+            name = f"{repo_name}@{ref.digest}"
+        else:
+            name = f"{repo_name}:{ref.tag or 'latest'}"
         full = None
         if ref.tag:
             full = normalize_docker_name(f"{ref.registry}/{ref.repository}:{ref.tag}")
@@ -355,11 +473,11 @@ def _pull(
         destination=f"{layout_path}:{name}",
         digest=str(root.digest),
         media_type=root.media_type,
-        blobs_transferred=counts["sent"],
-        blobs_skipped=counts["skipped"],
+        blobs_transferred=counts.sent,
+        blobs_skipped=counts.skipped,
         blobs_mounted=0,
         manifests=len(documents),
-        bytes_transferred=counts["bytes"],
+        bytes_transferred=counts.bytes,
         seconds=time.monotonic() - start,
         skipped_nondistributable=tuple(skipped_nd),
     )
