@@ -348,14 +348,14 @@ def test_bad_index_json_is_one_clean_line(tmp_path: Path, kind: str, command: st
     if b"%s" in data:
         data = data.replace(b"%s", mt.MT_OCI_MANIFEST.encode(), 1).replace(b"%s", b"1" * 64)
     (layout.root / "index.json").write_bytes(data)
-    args = {
+    table: dict[str, tuple[str | Path, ...]] = {
         "ls": ("ls", layout.root),
         "inspect": ("inspect", f"{layout.root}:a"),
         "verify": ("verify", layout.root),
         "tag": ("tag", f"{layout.root}:a", "b"),
         "untag": ("untag", f"{layout.root}:a"),
-    }[command]
-    r = run_cli(*args)
+    }
+    r = run_cli(*table[command])
     assert r.code == 4, (r.code, r.stderr)
     assert r.stderr.startswith("layouttool: error: ")
     assert r.stderr.count("\n") == 1

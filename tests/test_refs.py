@@ -27,7 +27,9 @@ C = "sha256:" + "c" * 64
 D = "sha256:" + "d" * 64
 
 
-def entry(digest: str, ref: str | None = None, name: str | None = None, **kw: Any) -> dict:
+def entry(
+    digest: str, ref: str | None = None, name: str | None = None, **kw: Any
+) -> dict[str, Any]:
     ann = {}
     if ref is not None:
         ann[mt.ANNOT_REF_NAME] = ref
@@ -40,7 +42,7 @@ def entry(digest: str, ref: str | None = None, name: str | None = None, **kw: An
     return d
 
 
-def index(*entries: dict) -> Index:
+def index(*entries: dict[str, Any]) -> Index:
     return parse_index(json.dumps({"schemaVersion": 2, "manifests": list(entries)}).encode())
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import run_cli, sh
@@ -21,8 +22,9 @@ def problems(path: Path) -> list[tuple[str, str]]:
     return [(p.kind, p.message) for p in res.problems]
 
 
-def manifest_of(layout: Layout, desc: Descriptor) -> dict:
-    return json.loads(layout.blob_path(desc.digest).read_bytes())
+def manifest_of(layout: Layout, desc: Descriptor) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(layout.blob_path(desc.digest).read_bytes())
+    return doc
 
 
 def config_desc(layout: Layout, desc: Descriptor) -> Descriptor:
@@ -86,7 +88,7 @@ def test_wrong_size(tmp_path: Path) -> None:
     assert verify_layout(layout.root).exit_code == 5
 
 
-def _retarget(layout: Layout, ref: str, manifest: dict, media_type: str) -> None:
+def _retarget(layout: Layout, ref: str, manifest: dict[str, Any], media_type: str) -> None:
     """Store ``manifest`` and point ``ref`` at it (other entries kept)."""
     new = layout.put_bytes(json.dumps(manifest).encode()).descriptor(
         media_type, annotations={mt.ANNOT_REF_NAME: ref}
