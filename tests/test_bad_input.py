@@ -552,6 +552,7 @@ def test_layer_bomb_unpack_max_size(tmp_path, zeros_gz, codec):
 
     r = run_wait4(["unpack", f"{L}:bomb:1", tmp_path / "rootfs", "--max-size", str(8 << 20)],
                   timeout=60)
+    print(f"{codec} layer bomb: {r.seconds:.2f}s, peak RSS {r.maxrss_kib} KiB")
     assert_clean_error(r, 4, f"{codec} bomb")
     assert r.maxrss_kib < MAX_RSS_KIB, f"peak RSS {r.maxrss_kib} KiB"
     assert snapshot(L) == before
@@ -582,6 +583,7 @@ def test_tarball_bomb_import_max_size(tmp_path, zeros_gz):
     from killharness import assert_clean_error, run_wait4
 
     r = run_wait4(["from-docker-save", src, "-o", L, "--max-size", str(8 << 20)], timeout=60)
+    print(f"tarball bomb: {r.seconds:.2f}s, peak RSS {r.maxrss_kib} KiB")
     assert_clean_error(r, 4, "tarball bomb")
     assert r.maxrss_kib < MAX_RSS_KIB, f"peak RSS {r.maxrss_kib} KiB"
     assert snapshot(L) == before
