@@ -594,8 +594,13 @@ class Client:
             if self._own(target):
                 h.update(self._auth_header(scope))
             resp = self._retrying(method, target, h, body, what, replay=replay)
-            if resp.status == 401 and not authed and self._own(target):
-                challenge = resp.header("WWW-Authenticate") or ""
+            challenge = resp.header("WWW-Authenticate") or ""
+            if (
+                resp.status == 401
+                and not authed
+                and self._own(target)
+                and parse_challenge(challenge)[0] in ("basic", "bearer")
+            ):
                 with resp:
                     resp.read(64 << 10)
                 self._authenticate(challenge, scope, h)

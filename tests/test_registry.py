@@ -1,18 +1,15 @@
-"""push and pull against a real registry (Debian's docker-registry, on loopback), skopeo as oracle."""
+"""push and pull against a real registry (docker-registry on loopback), skopeo as oracle."""
 
 from __future__ import annotations
 
 import base64
 import json
-import socket
-import subprocess
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import REPO, need_tool, sh
+from conftest import REPO, sh
+from registryutil import Registry
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
@@ -23,54 +20,6 @@ from layouttool.registry import RemoteRef, find_credentials, parse_challenge
 from layouttool.store import Layout
 
 SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Registry:
-    """A docker-registry process with filesystem storage in a temp dir."""
-
-    def __init__(self, tmp: Path, htpasswd: Path | None = None) -> None:
-        binary = need_tool("docker-registry")
-        self.root = tmp / "registry-data"
-        self.port = _free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        auth = ""
-        if htpasswd is not None:
-            auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n"
-        cfg = tmp / "registry.yml"
-        cfg.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root}\n  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n{auth}"
-        )
-        self.proc = subprocess.Popen([binary, "serve", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1)
-                break
-            except urllib.error.HTTPError:
-                break  # 401: up, with auth
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"registry did not start: {self.proc.stderr.read()!r}")
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
-
-    def blob_file(self, digest: Digest) -> Path:
-        e = digest.encoded
-        return self.root / "docker/registry/v2/blobs" / digest.algorithm / e[:2] / e / "data"
 
 
 @pytest.fixture
