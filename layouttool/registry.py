@@ -40,7 +40,7 @@ import urllib.parse
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Final
+from typing import Final, NoReturn
 
 from layouttool import mediatypes as mt
 from layouttool.codec import CHUNK, Reader
@@ -242,22 +242,41 @@ class Response:
     persistent connection unusable, so closing early drops that connection.
     """
 
-    def __init__(self, client: Client, target: Target, resp: http.client.HTTPResponse) -> None:
+    def __init__(
+        self, client: Client, method: str, target: Target, resp: http.client.HTTPResponse
+    ) -> None:
         self.status = resp.status
         self.headers = resp.headers
         self.target = target
         self._client = client
         self._resp = resp
+        length = resp.headers.get("Content-Length", "")
+        self._length = int(length) if length.isdigit() and method != "HEAD" else None
+        self._got = 0
 
     def read(self, n: int = -1, /) -> bytes:
         """Read the body (a connection lost mid-body is a :class:`TransientError`)."""
         try:
-            return self._resp.read(n) if n >= 0 else self._resp.read()
+            data = self._resp.read(n) if n >= 0 else self._resp.read()
         except (OSError, http.client.HTTPException) as exc:
-            self._client._drop_conn(self.target[0], self.target[1])
-            raise TransientError(
-                f"{self._client.registry}: connection lost while reading a response: {exc}"
-            ) from exc
+            self._lost(str(exc))
+        self._got += len(data)
+        # http.client reports a body cut short of its Content-Length as a plain end of file
+        if (
+            (not data or n < 0)
+            and n != 0
+            and self._length is not None
+            and self._got < self._length
+        ):
+            self._lost(f"closed after {self._got} of {self._length} bytes")
+        return data
+
+    def _lost(self, why: str) -> NoReturn:
+        self._client._drop_conn(self.target[0], self.target[1])
+        raise TransientError(
+            f"{self._client.registry}: connection lost while reading a response: "
+            f"{_clean(why, 120)}"
+        )
 
     def header(self, name: str) -> str | None:
         """A response header."""
@@ -399,7 +418,7 @@ class Client:
         except (OSError, http.client.HTTPException):
             self._drop_conn(scheme, host)
             raise
-        return Response(self, target, resp)
+        return Response(self, method, target, resp)
 
     def resolve(self, location: str, base: Target | None = None) -> Target:
         """Where a ``Location`` header points, resolved against the request that sent it."""

@@ -380,7 +380,8 @@ class FakeRegistry:
 
     def __init__(self) -> None:
         self.routes: dict[tuple[str, str], Route] = {}
-        self.log: list[tuple[str, str]] = []
+        #: (method, path, headers) of every request
+        self.log: list[tuple[str, str, dict[str, str]]] = []
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -390,7 +391,7 @@ class FakeRegistry:
                 pass
 
             def _any(self) -> None:
-                fake.log.append((self.command, self.path))
+                fake.log.append((self.command, self.path, dict(self.headers.items())))
                 n = int(self.headers.get("Content-Length") or 0)
                 if n:
                     self.rfile.read(n)
