@@ -253,7 +253,7 @@ def test_gc_json(imported: Path) -> None:
 def test_push_and_pull_json(imported: Path, tmp_path: Path) -> None:
     need("push")
     need("pull")
-    from test_registry import Registry  # a docker-registry on loopback (skips when missing)
+    from registryutil import Registry  # a docker-registry on loopback (skips when missing)
 
     reg = Registry(tmp_path)
     try:
