@@ -12,6 +12,7 @@ from __future__ import annotations
 import datetime
 import os
 import platform
+import re
 import stat
 import subprocess
 import sys
@@ -133,8 +134,8 @@ def _first_line(argv: list[str]) -> str:
 
 
 def tool_version(argv: list[str]) -> str:
-    """The first line a tool prints for its version flag."""
-    return _first_line(argv)
+    """The version a tool prints for its version flag (``skopeo version 1.9.3`` -> ``1.9.3``)."""
+    return re.sub(r"^\S+,? version ", "", _first_line(argv))
 
 
 def _cpu_model() -> str:
@@ -186,4 +187,6 @@ def machine_info() -> dict[str, Any]:
         "kernel": platform.release(),
         "python": platform.python_version(),
         "euid": os.geteuid(),
+        # the machine may be shared: a high load average makes every wall time longer
+        "loadavg": list(os.getloadavg()),
     }

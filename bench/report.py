@@ -243,13 +243,18 @@ def format_text(cases: list[Case]) -> str:
     return "\n".join(lines)
 
 
+def _load(machine: dict[str, Any]) -> str:
+    load = machine.get("loadavg_before") or machine.get("loadavg")
+    return f"{load[0]:.1f}" if load else "unknown"
+
+
 def format_markdown(cases: list[Case], machine: dict[str, Any], tools: dict[str, str],
                     config: dict[str, Any]) -> str:
     """The results as a Markdown table with the date, machine and tool versions above it."""
     out = [
         f"Measured {machine.get('date')} on {machine.get('nproc')} x {machine.get('cpu')}, "
         f"{machine.get('mem_mib')} MiB RAM, Linux {machine.get('kernel')}, "
-        f"Python {machine.get('python')}; "
+        f"Python {machine.get('python')}, load average {_load(machine)}; "
         + ", ".join(f"{k} {v}" for k, v in tools.items())
         + f". Image: seed {config.get('seed')}, {config.get('size_mb')} MiB, "
         f"{config.get('runs')} runs each (median), ratio = peer time / our time.",

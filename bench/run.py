@@ -385,6 +385,7 @@ def main(argv: list[str] | None = None) -> int:
         words = [w.strip() for w in args.only.split(",") if w.strip()]
         plans = [p for p in plans if any(w in p.case.name for w in words)]
     t1 = time.perf_counter()
+    load_before = list(os.getloadavg())
     try:
         for n, plan in enumerate(plans, 1):
             log(f"[{n}/{len(plans)}] {plan.case.name} ({plan.runs} runs)")
@@ -406,6 +407,7 @@ def main(argv: list[str] | None = None) -> int:
     machine = machine_info() | {
         "work_fs": fs_type(work.parent),
         "tmpfs": str(tmpfs.parent) if tmpfs else None,
+        "loadavg_before": load_before,
     }
     config = {
         "seed": args.seed,
