@@ -64,7 +64,8 @@ def measure(argv: list[str], log_base: Path, *, timeout: float = 1800.0) -> Meas
     The command is started by the small ``spawn.py`` helper, which times it and reads its own
     peak RSS with ``os.wait4`` (see there why not from this process).
     """
-    out, err = log_base.with_suffix(".out"), log_base.with_suffix(".err")
+    # appended, not with_suffix(): the run number after the last dot must stay in the name
+    out, err = Path(f"{log_base}.out"), Path(f"{log_base}.err")
     helper = [sys.executable, "-S", "-I", str(SPAWN), str(timeout), str(out), str(err), "--"]
     proc = subprocess.run([*helper, *argv], capture_output=True, text=True,
                           timeout=timeout + 60)

@@ -363,7 +363,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = args.runs or preset["runs"]
     fast_runs = args.fast_runs or max(runs, preset["fast_runs"])
     out: Path = args.out.resolve()
-    cache, work, logs = out / "cache", out / "work", out / "logs"
+    # a work directory of this run's own: other runs (or other benchmarks) may share out/
+    cache, work, logs = out / "cache", out / "work" / f"run-{os.getpid()}", out / "logs"
     for d in (cache, logs):
         d.mkdir(parents=True, exist_ok=True)
     rm(work)
@@ -386,17 +387,6 @@ def main(argv: list[str] | None = None) -> int:
         plans = [p for p in plans if any(w in p.case.name for w in words)]
     t1 = time.perf_counter()
     load_before = list(os.getloadavg())
-    try:
-        for n, plan in enumerate(plans, 1):
-            log(f"[{n}/{len(plans)}] {plan.case.name} ({plan.runs} runs)")
-            run_plan(plan, logs, args.timeout)
-            log_case(plan.case)
-    finally:
-        rm(work)
-        if tmpfs is not None:
-            rm(tmpfs)
-    cases = [p.case for p in plans]
-
     lt = ours_argv()
     tools = {
         "layouttool": tool_version([*lt, "--version"]),
@@ -404,12 +394,7 @@ def main(argv: list[str] | None = None) -> int:
         "umoci": tool_version(["umoci", "--version"]) if shutil.which("umoci") else "missing",
         "tar": tool_version(["tar", "--version"]) if shutil.which("tar") else "missing",
     }
-    machine = machine_info() | {
-        "work_fs": fs_type(work.parent),
-        "tmpfs": str(tmpfs.parent) if tmpfs else None,
-        "loadavg_before": load_before,
-    }
-    config = {
+    config: dict[str, Any] = {
         "seed": args.seed,
         "size_mb": size_mb,
         "big_mb": big_mb,
@@ -417,15 +402,43 @@ def main(argv: list[str] | None = None) -> int:
         "fast_runs": fast_runs,
         "quick": args.quick,
         "only": args.only,
-        "bench_seconds": round(time.perf_counter() - t1, 1),
+        "complete": False,
         "mb_s": "MB/s = 10^6 bytes of the case's input (import: the tarball; convert, unpack: "
                 "the image's uncompressed layer tars) per second of our median time",
         "ratio": "peer median / our median (above 1: we are faster)",
     }
     inputs = inp.to_json() | {"big": None if big is None else big.__dict__}
-    write_results(out / "results.json", cases, machine=machine, tools=tools, config=config,
-                  inputs=inputs)
-    (out / "results.md").write_text(format_markdown(cases, machine, tools, config))
+
+    def save(cases: list[Case]) -> dict[str, Any]:
+        # written after every case, so an interrupted run still leaves what it measured
+        machine = machine_info() | {
+            "work_fs": fs_type(out),
+            "tmpfs": str(tmpfs.parent) if tmpfs else None,
+            "loadavg_before": load_before,
+        }
+        config["bench_seconds"] = round(time.perf_counter() - t1, 1)
+        write_results(out / "results.json", cases, machine=machine, tools=tools, config=config,
+                      inputs=inputs)
+        (out / "results.md").write_text(format_markdown(cases, machine, tools, config))
+        return machine
+
+    done: list[Case] = []
+    try:
+        for n, plan in enumerate(plans, 1):
+            log(f"[{n}/{len(plans)}] {plan.case.name} ({plan.runs} runs)")
+            run_plan(plan, logs, args.timeout)
+            log_case(plan.case)
+            done.append(plan.case)
+            save(done)
+        config["complete"] = True
+    except KeyboardInterrupt:
+        log("interrupted: the cases measured so far are in results.json")
+    finally:
+        rm(work)
+        if tmpfs is not None:
+            rm(tmpfs)
+    cases = done
+    machine = save(cases)
     print(f"layouttool bench: {machine['date']}, {machine['nproc']} x {machine['cpu']}, "
           f"Linux {machine['kernel']}; image {size_mb} MiB ({inp.files} files), "
           f"{runs} run(s), ratio = peer/ours")

@@ -223,4 +223,4 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert (tmp_path / "results.md").read_text().startswith("Measured ")
     out = capsys.readouterr().out
     assert "ls" in out and "inspect" in out
-    assert not (tmp_path / "work").exists()
+    assert not any((tmp_path / "work").iterdir())
