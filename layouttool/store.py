@@ -505,8 +505,6 @@ class Layout:
 
     def iter_blob_files(self) -> Iterator[BlobFile]:
         """Every file under ``blobs/<alg>/``, with its digest when the name is a valid one."""
-        from layouttool.digest import is_valid
-
         base = self.root / BLOBS_DIR
         try:
             algs = sorted(os.scandir(base), key=lambda e: e.name)
@@ -521,7 +519,10 @@ class Layout:
             for e in sorted(os.scandir(alg.path), key=lambda e: e.name):
                 name = f"{alg.name}:{e.name}"
                 st = e.stat(follow_symlinks=False)
-                d = Digest.parse(name) if is_valid(name) else None
+                try:
+                    d: Digest | None = Digest.parse(name)
+                except InvalidInputError:
+                    d = None
                 yield BlobFile(Path(e.path), d, st.st_size, e.is_symlink())
 
     # ------------------------------------------------------------------ index.json
