@@ -144,12 +144,22 @@ def walk(
     # take that document's config and layers for orphans.
     seen_leaf: set[Digest] = set()
     seen_doc: set[Digest] = set()
+    # a subject not followed is yielded as a subject even when the same digest was met as a
+    # leaf: the caller (gc) walks such subjects later as documents
+    seen_subject: set[Digest] = set()
     stack = [Node(d, "root", None) for d in reversed(roots)]
     while stack:
         node = stack.pop()
+        if node.role == "subject" and not follow_subject:
+            if node.desc.digest in seen_doc or node.desc.digest in seen_subject:
+                continue
+            seen_subject.add(node.desc.digest)
+            seen_leaf.add(node.desc.digest)
+            yield node
+            continue
         if node.role in ("config", "layer") or (
             node.role == "blob" and not is_walkable(node.desc.media_type)
-        ) or (node.role == "subject" and not follow_subject):
+        ):
             if node.desc.digest in seen_leaf or node.desc.digest in seen_doc:
                 continue
             seen_leaf.add(node.desc.digest)

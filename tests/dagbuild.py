@@ -271,7 +271,14 @@ class LayoutBuilder:
     def expected_kept(
         self, *, unreadable: Iterable[Digest] = (), referrers: bool = True
     ) -> set[Digest]:
-        """Every digest gc must keep (reachable, and referrers to a fixpoint).
+        """Every digest gc must keep (see :meth:`expected_walk`)."""
+        return self.expected_walk(unreadable=unreadable, referrers=referrers)[0]
+
+    def expected_walk(
+        self, *, unreadable: Iterable[Digest] = (), referrers: bool = True
+    ) -> tuple[set[Digest], set[Digest]]:
+        """Every digest gc must keep (reachable, and referrers to a fixpoint), and the documents
+        it must read to know that.
 
         ``unreadable`` documents are kept but not read through (what ``--force`` does with a
         document it cannot read); ``referrers=False`` gives what index.json alone reaches.
@@ -303,9 +310,9 @@ class LayoutBuilder:
             new = [d for d, info in self.blobs.items()
                    if d not in kept and info.subject is not None and info.subject in kept]
             if not new:
-                return kept
+                break
             reach(new)
-        return kept
+        return kept, expanded
 
     def stored(self) -> set[Digest]:
         """Every digest with a file in ``blobs/sha256`` (what is on disk now)."""
@@ -353,8 +360,10 @@ class BuiltDag:
         docs = {Digest.parse(d["digest"]) for d in self.descs
                 if d["mediaType"] in (mt.MT_OCI_MANIFEST, mt.MT_DOCKER_MANIFEST,
                                       mt.MT_OCI_INDEX, mt.MT_DOCKER_LIST, UNKNOWN_DOC_TYPE)}
-        kept = self.kept if referrers else self.builder.expected_kept(referrers=False)
-        return sorted(docs & kept & self.builder.stored())
+        # only documents gc reads through: one reached only as another document's blob (an
+        # artifact listed as a layer) is a leaf, and losing it is not a walk error
+        read = self.builder.expected_walk(referrers=referrers)[1]
+        return sorted(docs & read & self.builder.stored())
 
 
 _DOC_KINDS = ("image", "index", "artifact", "referrer")
