@@ -458,3 +458,39 @@ def test_pull_sends_accept_for_every_manifest_type(fake, tmp_path, cli):
     for t in (mt.MT_OCI_INDEX, mt.MT_OCI_MANIFEST, mt.MT_DOCKER_LIST, mt.MT_DOCKER_MANIFEST,
               mt.MT_DOCKER_SCHEMA1_SIGNED, mt.MT_DOCKER_SCHEMA1):
         assert t in accept
+
+
+def test_head_with_another_size_is_uploaded_again(fake, tmp_path, cli):
+    """A registry that claims a blob with the wrong size has a damaged copy: send ours."""
+    src = make_image(tmp_path / "src", [3000])
+    entry = src.read_index().manifests[0]
+    m = json.loads(src.read_blob(entry))
+    layer, config = m["layers"][0], m["config"]
+    fake.routes[("HEAD", f"/v2/x/blobs/{layer['digest']}")] = (200, {}, b"")  # 0 bytes
+    fake.routes[("HEAD", f"/v2/x/blobs/{config['digest']}")] = (
+        200, {"Content-Length": str(config["size"])}, b"")
+    fake.routes[("POST", "/v2/x/blobs/uploads/")] = (
+        202, {"Location": "/v2/x/blobs/uploads/u1"}, b"")
+    fake.routes[("PUT", "/v2/x/blobs/uploads/u1")] = (201, {}, b"")
+    fake.routes[("PUT", "/v2/x/manifests/1")] = (
+        201, {"Docker-Content-Digest": str(entry.digest)}, b"")
+    r = cli("push", f"{src.root}:img", f"{fake.host}/x:1", "--insecure", "--json")
+    assert r.code == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert (out["blobsTransferred"], out["blobsSkipped"]) == (1, 1)
+    assert out["bytesTransferred"] == 3000
+    puts = [p for m_, p, _ in fake.log if m_ == "PUT" and "/blobs/" in p]
+    assert puts == [f"/v2/x/blobs/uploads/u1?digest={layer['digest'].replace(':', '%3A')}"]
+
+
+def test_registry_storing_another_manifest_digest_is_exit_5(fake, tmp_path, cli):
+    src = make_image(tmp_path / "src", [30])
+    for d in json.loads(src.read_blob(src.read_index().manifests[0]))["layers"] + [
+            json.loads(src.read_blob(src.read_index().manifests[0]))["config"]]:
+        fake.routes[("HEAD", f"/v2/x/blobs/{d['digest']}")] = (
+            200, {"Content-Length": str(d["size"])}, b"")
+    other = Digest.of_bytes(b"re-serialised")
+    fake.routes[("PUT", "/v2/x/manifests/1")] = (201, {"Docker-Content-Digest": str(other)}, b"")
+    r = cli("push", f"{src.root}:img", f"{fake.host}/x:1", "--insecure")
+    assert r.code == 5
+    assert "not byte-exact" in _one_error_line(r.stderr)
