@@ -54,14 +54,8 @@ NEEDS = {"import": "from-docker-save", "convert": "convert"}
 @pytest.mark.parametrize("offset", [0.0, 0.08])
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 @pytest.mark.parametrize("command", sorted(COMMANDS))
-def test_interrupt_mid_write(world, tmp_path, command, sig, offset, request):
+def test_interrupt_mid_write(world, tmp_path, command, sig, offset):
     require(NEEDS[command])
-    if command == "import" and offset == 0.0:
-        # XXX(#7): _FileArchive.spool_members builds its futures in a list comprehension: a
-        # signal that lands while it runs loses the futures already submitted, and their
-        # workers' temp blobs stay in .layouttool/tmp (gc removes them). Timing-dependent.
-        request.applymarker(pytest.mark.xfail(strict=False, reason="importer: signal during "
-                                              "submit leaks a spooled temp file"))
     d = tmp_path / "layout"
     shutil.copytree(world["template"], d)
     before_index = index_entries(d)
