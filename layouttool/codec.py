@@ -155,6 +155,46 @@ class HashingReader:
         return Digest.from_hasher(self.algorithm, self._hasher)
 
 
+class TeeReader:
+    """Pass reads through, handing every byte to ``sink`` and every count to ``advance``.
+
+    The one-pass pipelines use it to copy the bytes they read into a blob writer, and to report
+    progress, without a second read.
+    """
+
+    def __init__(
+        self,
+        raw: Reader,
+        sink: Callable[[bytes], object] | None = None,
+        advance: Callable[[int], None] | None = None,
+    ) -> None:
+        self._raw = raw
+        self._sink = sink
+        self._advance = advance
+
+    def read(self, n: int = -1, /) -> bytes:
+        """Read, then hand the bytes on."""
+        data = self._raw.read(n)
+        if data:
+            if self._sink is not None:
+                self._sink(data)
+            if self._advance is not None:
+                self._advance(len(data))
+        return data
+
+    def readinto(self, b: bytearray | memoryview) -> int:
+        """Read into ``b``."""
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        """Close the underlying reader when it can be closed."""
+        close = getattr(self._raw, "close", None)
+        if callable(close):
+            close()
+
+
 class LimitReader:
     """Stop with :class:`SizeLimitError` once more than ``limit`` bytes have been read."""
 
@@ -532,6 +572,7 @@ __all__ = [
     "PeekReader",
     "PrefetchReader",
     "Reader",
+    "TeeReader",
     "Writer",
     "new_encoder",
     "open_decompress",

@@ -23,6 +23,7 @@ from layouttool.codec import (
     LimitReader,
     PeekReader,
     Reader,
+    TeeReader,
     Writer,
     new_encoder,
     open_decompress,
@@ -52,45 +53,6 @@ class LayerResult:
     def recompressed(self) -> bool:
         """True when the bytes were re-encoded (not stored as they came)."""
         return self.compression is not self.source_compression
-
-
-class _Tee:
-    """Hand out reads from ``raw`` and copy every byte into ``sink``."""
-
-    def __init__(self, raw: Reader, sink: Writer, task: Task | None) -> None:
-        self._raw = raw
-        self._sink = sink
-        self._task = task
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._sink.write(data)
-            if self._task is not None:
-                self._task.advance(len(data))
-        return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
-class _Count:
-    def __init__(self, raw: Reader, task: Task | None) -> None:
-        self._raw = raw
-        self._task = task
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self._raw.read(n)
-        if data and self._task is not None:
-            self._task.advance(len(data))
-        return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
 
 
 class PendingLayer:
@@ -146,6 +108,11 @@ class PendingLayer:
         self.abort()
 
 
+def _tee(src: Reader, w: Writer | None, task: Task | None) -> TeeReader:
+    """``src``'s bytes, copied into ``w`` (when given) and counted for ``task``."""
+    return TeeReader(src, w.write if w is not None else None, task.advance if task else None)
+
+
 def spool_layer(
     layout: Layout,
     src: Reader,
@@ -172,10 +139,10 @@ def spool_layer(
     w = layout.writer()
     try:
         if out is found:
-            dec = open_decompress(_Tee(peek, w, task), found, what=what)
+            dec = open_decompress(_tee(peek, w, task), found, what=what)
             encoder = None
         else:
-            dec = open_decompress(_Count(peek, task), found, what=what)
+            dec = open_decompress(_tee(peek, None, task), found, what=what)
             encoder = new_encoder(out, level, threads)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
         hashed = HashingReader(plain)
@@ -202,7 +169,7 @@ def spool_layer(
         dec.close()
         # bytes the decompressor did not need (padding after the last gzip member, say) are
         # part of the blob: read them so the source is consumed (and verified) to its end
-        rest = _Tee(peek, w, task) if out is found else _Count(peek, task)
+        rest = _tee(peek, w if out is found else None, task)
         while rest.read(CHUNK):
             pass
         diff_id = hashed.digest()

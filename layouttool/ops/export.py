@@ -36,7 +36,7 @@ from layouttool.codec import (
     CHUNK,
     Compression,
     HashingReader,
-    Reader,
+    TeeReader,
     new_encoder,
     open_decompress,
     sniff,
@@ -171,27 +171,6 @@ class ExportResult:
 
 
 # --- blob sources ----------------------------------------------------------------------------
-class _Tee:
-    """Hand out reads from ``raw`` and give every byte to ``sink`` too."""
-
-    def __init__(self, raw: Reader, sink: Callable[[bytes], None], task: Task) -> None:
-        self._raw = raw
-        self._sink = sink
-        self._task = task
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._sink(data)
-            self._task.advance(len(data))
-        return data
-
-    def readinto(self, b: bytearray | memoryview) -> int:
-        data = self.read(len(b))
-        b[: len(data)] = data
-        return len(data)
-
-
 @dataclass(frozen=True, slots=True)
 class _MemoryBlob:
     """A small blob already in memory (config, manifest), verified when it was read."""
@@ -230,11 +209,11 @@ class _LayoutLayer:
         with self.layout.open_blob(self.desc.digest, self.desc.size) as src:
             if self.compression is Compression.NONE:
                 # the diff_id of an uncompressed layer is its digest, checked at EOF
-                tee = _Tee(src, sink, task)
+                tee = TeeReader(src, sink, task.advance)
                 while tee.read(CHUNK):
                     pass
                 return
-            tee = _Tee(src, sink, task)
+            tee = TeeReader(src, sink, task.advance)
             dec = open_decompress(tee, self.compression, what=what)
             hashed = HashingReader(dec, self.diff_id.algorithm)
             hashed.drain()
@@ -308,7 +287,7 @@ def _spool(
     task = session.progress.task(f"{verb} {desc.digest.short}", desc.size)
     try:
         with layout.open_blob(desc.digest, desc.size) as src:
-            counted = _Tee(src, lambda _b: None, task)
+            counted = TeeReader(src, advance=task.advance)
             dec = open_decompress(counted, found, what=what)
             plain = HashingReader(dec)
             encoder = new_encoder(out)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from layouttool import mediatypes as mt
-from layouttool.codec import CHUNK
+from layouttool.codec import CHUNK, TeeReader
 from layouttool.digest import Digest
 from layouttool.errors import IntegrityError, LayoutToolError, UnsupportedError
 from layouttool.graph import Node, walk
@@ -202,8 +202,9 @@ def _push(
                 return
         task = progress.task(f"push {d.digest.short}", size)
 
-        def opener() -> _Progressing:
-            return _Progressing(sel.layout, d.digest, size, task)
+        def opener() -> TeeReader:
+            # a fresh verified reader per attempt: a retried upload reads the blob again
+            return TeeReader(sel.layout.open_blob(d.digest, size), advance=task.advance)
 
         client.upload_blob(repo, d.digest, size, opener, location=location)
         task.done()
@@ -237,23 +238,6 @@ def _push(
         seconds=time.monotonic() - start,
         skipped_nondistributable=tuple(skipped_nd),
     )
-
-
-class _Progressing:
-    """A verified blob reader that reports progress (re-opened for each retry)."""
-
-    def __init__(self, layout: Layout, digest: Digest, size: int | None, task: Task) -> None:
-        self._r = layout.open_blob(digest, size)
-        self._task = task
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self._r.read(n)
-        if data:
-            self._task.advance(len(data))
-        return data
-
-    def close(self) -> None:
-        self._r.close()
 
 
 def _fetch_document(client: Client, repo: str, desc: Descriptor) -> bytes:

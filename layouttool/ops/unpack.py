@@ -22,6 +22,7 @@ from layouttool.codec import (
     PeekReader,
     PrefetchReader,
     Reader,
+    TeeReader,
     open_decompress,
     sniff,
 )
@@ -34,7 +35,7 @@ from layouttool.errors import (
 )
 from layouttool.model import Platform, dump_json
 from layouttool.ops.common import open_image
-from layouttool.progress import NULL_PROGRESS, Progress, Task
+from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.rootfs import ApplyOptions, apply_layer
 
 
@@ -71,20 +72,6 @@ class UnpackResult:
             "rootless": self.rootless,
             "warnings": list(self.warnings),
         }
-
-
-class _Counted:
-    """Report compressed bytes read to a progress task."""
-
-    def __init__(self, raw: Reader, task: Task) -> None:
-        self._raw = raw
-        self._task = task
-
-    def read(self, n: int = -1, /) -> bytes:
-        data = self._raw.read(n)
-        if data:
-            self._task.advance(len(data))
-        return data
 
 
 def _prepare_dest(dest: Path, force: bool) -> None:
@@ -153,7 +140,7 @@ def unpack_image(
         what = f"layer {i + 1}/{len(layers)} {layer.digest}"
         task = progress.task(f"layer {i + 1}/{len(layers)} {layer.digest.short}", layer.size)
         with img.layout.open_blob(layer.digest, layer.size) as blob:
-            peek = PeekReader(_Counted(blob, task))
+            peek = PeekReader(TeeReader(blob, advance=task.advance))
             found = sniff(peek.peek(8))
             declared = mt.layer_compression(layer.media_type)
             if found is not declared:
