@@ -108,6 +108,19 @@ class PendingLayer:
         self.abort()
 
 
+def _read_full(r: Reader, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``r``, fewer only at its end (joins short reads, rarely)."""
+    data = r.read(n)
+    if len(data) == n or not data:
+        return data
+    parts = [data]
+    got = len(data)
+    while got < n and (more := r.read(n - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
 def _tee(src: Reader, w: Writer | None, task: Task | None) -> TeeReader:
     """``src``'s bytes, copied into ``w`` (when given) and counted for ``task``."""
     return TeeReader(src, w.write if w is not None else None, task.advance if task else None)
@@ -149,22 +162,10 @@ def spool_layer(
         # ISA-L's deflate output depends on how its input is split into compress() calls, so
         # the encoder always gets exactly CHUNK-sized pieces: the blob digest then depends on
         # the content only, not on how the source happens to return its reads
-        pending = bytearray()
-        while data := hashed.read(CHUNK):
-            if encoder is None:
-                continue
-            if not pending and len(data) == CHUNK:
-                if piece := encoder.compress(data):
-                    w.write(piece)
-                continue
-            pending += data
-            while len(pending) >= CHUNK:
-                if piece := encoder.compress(bytes(pending[:CHUNK])):
-                    w.write(piece)
-                del pending[:CHUNK]
-        if encoder is not None:
-            if pending and (piece := encoder.compress(bytes(pending))):
+        while data := _read_full(hashed, CHUNK):
+            if encoder is not None and (piece := encoder.compress(data)):
                 w.write(piece)
+        if encoder is not None:
             w.write(encoder.flush())
         dec.close()
         # bytes the decompressor did not need (padding after the last gzip member, say) are
