@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Final, NoReturn
 
 from layouttool import mediatypes as mt
-from layouttool.codec import CHUNK, Reader
+from layouttool.codec import Reader
 from layouttool.digest import Digest
 from layouttool.errors import (
     IntegrityError,
@@ -907,12 +907,6 @@ class _Closing:
         close = getattr(self.r, "close", None)
         if callable(close):
             close()
-
-
-def stream_chunks(r: Reader) -> Iterator[bytes]:
-    """Yield ``r``'s bytes in :data:`CHUNK` pieces."""
-    while data := r.read(CHUNK):
-        yield data
 
 
 __all__ = [

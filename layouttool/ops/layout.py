@@ -16,7 +16,7 @@ from layouttool.ops.common import (
     resolve_image,
     select,
 )
-from layouttool.refs import ImageRef, parse_image, resolve, validate_ref_name
+from layouttool.refs import parse_image, resolve, validate_ref_name
 from layouttool.store import Layout
 
 
@@ -336,9 +336,3 @@ def untag_image(image: str) -> TagResult:
         layout.update_index(change)
     hit = removed[-1]
     return TagResult(str(layout.root), hit.ref_name or ref.ref, str(hit.digest), "untagged")
-
-
-def entry_from_ref(ref: ImageRef) -> Descriptor:
-    """The index.json entry ``ref`` names."""
-    layout = Layout.open(ref.layout)
-    return resolve(layout.read_index(), ref.ref, ref.digest, ref.layout)
