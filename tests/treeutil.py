@@ -24,7 +24,10 @@ def snapshot(
             if rel in skip or rel.startswith(tuple(s + "/" for s in skip)):
                 continue
             st = os.lstat(p)
-            info: dict[str, Any] = {"type": stat.S_IFMT(st.st_mode), "mode": stat.S_IMODE(st.st_mode)}
+            info: dict[str, Any] = {
+                "type": stat.S_IFMT(st.st_mode),
+                "mode": stat.S_IMODE(st.st_mode),
+            }
             if owners:
                 info["owner"] = (st.st_uid, st.st_gid)
             if mtimes and not stat.S_ISDIR(st.st_mode):
