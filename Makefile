@@ -31,9 +31,11 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) bench/run.py
+	$(PY) bench/registry_bench.py
 
 bench-quick: $(STAMP)
 	$(PY) bench/run.py --quick
+	$(PY) bench/registry_bench.py --size-mb 32 --rounds 1
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out bench/out .pytest_cache .mypy_cache .ruff_cache

@@ -305,6 +305,23 @@ def build_plans(
              prepare=lambda: shutil.copytree(gsrc, g2, symlinks=True)),
     ], Target(min_ratio=20), [gsrc])
 
+    # gc on the kind of layout: one real image plus the orphans a convert leaves (the
+    # zstd blobs of the same image), a few dozen large blobs; umoci reads blobs, we do not
+    def image_with_orphans(dst: Path) -> None:
+        shutil.copytree(ogz, dst, symlinks=True)
+        for blob in (ozst / "blobs" / "sha256").iterdir():
+            target = dst / "blobs" / "sha256" / blob.name
+            if not target.exists():
+                shutil.copyfile(blob, target)
+
+    i1, i2 = work / "gci-ours", work / "gci-umoci"
+    add("gc image + orphans", "gc", None, [
+        ours("gc", [str(i1)], out=i1, size_path=i1 / "blobs",
+             prepare=functools.partial(image_with_orphans, i1)),
+        peer("umoci", umoci, ["gc", "--layout", str(i2)], out=i2, size_path=i2 / "blobs",
+             prepare=functools.partial(image_with_orphans, i2)),
+    ], Target(min_ratio=20), [ogz, ozst])
+
     # start-up cost on a small layout
     add("ls", "startup", None, [
         ours("ls", [str(ogz)]),
