@@ -36,6 +36,8 @@ _ZSTD_SKIPPABLE_LOW: Final = 0x184D2A50
 
 DEFAULT_GZIP_LEVEL: Final = 2
 DEFAULT_ZSTD_LEVEL: Final = 3
+#: zstd multi-threaded job size (bounds memory per worker; part of what fixes the output)
+ZSTD_JOB_SIZE: Final = 2 << 20
 
 
 class Compression(enum.Enum):
@@ -500,9 +502,11 @@ class _ZstdEncoder:
         import zstandard
 
         # threads >= 1 selects zstd's multi-threaded mode, whose output is the same whatever
-        # the number of workers: the digest of a layer does not depend on the machine.
+        # the number of workers: the digest of a layer does not depend on the machine. A fixed
+        # 2 MiB job size bounds memory (zstd's default job of several windows took ~40 MiB
+        # per worker, so a parallel import passed 200 MiB) for ~1.5 % larger output.
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=max(1, threads), write_checksum=0
+            level, threads=max(1, threads), write_checksum=0, job_size=ZSTD_JOB_SIZE
         )
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 
