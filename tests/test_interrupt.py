@@ -39,8 +39,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     # random bytes do not compress: each MiB costs real time in gzip/zstd and hashing
     add_image(layout, random_image(rng, ["big:1"], layers=2, files=3, size=3 << 20))
     tarball = root / "big.tar"
+    # big enough that the import is still writing 0.08 s after its first write on a quiet
+    # machine (a faster importer once made the signal land after the work was done)
     tarball.write_bytes(docker_save_bytes([random_image(rng, ["imp:1"], layers=2, files=3,
-                                                        size=3 << 20)]))
+                                                        size=12 << 20)]))
     return {"template": template, "tarball": tarball}
 
 

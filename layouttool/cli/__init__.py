@@ -163,4 +163,9 @@ def main(argv: list[str] | None = None) -> NoReturn:
             "traceback and report it)",
             InternalError.exit_code,
         )
+    if argv is None:
+        # the process is ours and its work is done (index.json written): a signal from here
+        # on must not turn success into a death by signal during interpreter shutdown
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
     sys.exit(0)
