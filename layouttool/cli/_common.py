@@ -251,6 +251,12 @@ class TermProgress:
             self._write(_ERASE + line)
             self._drawn = True
 
+    def __enter__(self) -> TermProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def close(self) -> None:
         """Erase the status line; later reports (a straggling thread) draw nothing."""
         with self._lock:

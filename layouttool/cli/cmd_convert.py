@@ -72,8 +72,7 @@ def convert_cmd(
       layouttool convert ./oci:multi --platform linux/arm64 --compression none
       layouttool convert ./oci --compression zstd --json | jq .bytesOut
     """
-    prog = progress()
-    try:
+    with progress() as prog:
         res = convert_image(
             image,
             dest,
@@ -84,8 +83,6 @@ def convert_cmd(
             jobs=jobs,
             progress=prog,
         )
-    finally:
-        prog.close()
 
     def text() -> str:
         lines = []

@@ -63,8 +63,7 @@ def to_docker_save_cmd(
         raise click.UsageError("--json and '-o -' would both write to stdout; pick one")
     if to_stdout and sys.stdout.isatty():
         raise click.UsageError("refusing to write a tarball to a terminal; use -o FILE or a pipe")
-    prog = progress()
-    try:
+    with progress() as prog:
         res = export_docker_save(
             list(images),
             sys.stdout.buffer if to_stdout else output,
@@ -73,8 +72,6 @@ def to_docker_save_cmd(
             tags=list(tags),
             progress=prog,
         )
-    finally:
-        prog.close()
     names = ", ".join(t for i in res.images for t in i.repo_tags) or "untagged"
     line = (
         f"wrote {len(res.images)} image(s) ({names}) to {res.output}: "

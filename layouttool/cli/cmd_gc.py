@@ -52,11 +52,8 @@ def gc_cmd(layout: str, dry_run: bool, force: bool, as_json: bool) -> None:
       layouttool gc ./oci
       layouttool gc ./oci --json | jq .bytesFreed
     """
-    prog = progress()
-    try:
+    with progress() as prog:
         res = gc_layout(layout, dry_run=dry_run, force=force, progress=prog)
-    finally:
-        prog.close()
     emit(res, as_json, lambda: _text(res))
     verb = "would free" if dry_run else "freed"
     unread = f"; {len(res.unwalked)} unreadable documents kept (--force)" if res.unwalked else ""

@@ -81,8 +81,7 @@ def from_docker_save_cmd(
       layouttool from-docker-save images.tar.zst -o ./oci --image app:1.0 --compression zstd
       layouttool from-docker-save app.tar -o ./oci --format docker --json
     """
-    prog = progress()
-    try:
+    with progress() as prog:
         res = import_docker_save(
             source,
             layout,
@@ -94,8 +93,6 @@ def from_docker_save_cmd(
             max_size=max_size,
             progress=prog,
         )
-    finally:
-        prog.close()
 
     def text() -> str:
         return "\n".join(f"{i.ref or '<untagged>'}\t{i.digest}\t{i.action}" for i in res.images)

@@ -167,13 +167,10 @@ def verify_cmd(layout: str, as_json: bool) -> None:
       layouttool verify ./oci
       layouttool verify ./oci --json | jq .problems
     """
-    prog = progress()
-    task = prog.task("verify", None)
-    try:
+    with progress() as prog:
+        task = prog.task("verify", None)
         res = verify_layout(layout, progress=task.advance)
-    finally:
         task.done()
-        prog.close()
 
     def text() -> str:
         lines = [f"layouttool: problem: {p.where}: {p.message}" for p in res.problems]

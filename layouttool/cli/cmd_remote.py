@@ -107,8 +107,7 @@ def push_cmd(
       layouttool push ./oci:app reg.example/team/app:2 --mount-from team/base
     """
     insecure = insecure or bool(click.get_current_context().meta.get("layouttool.insecure"))
-    prog = progress()
-    try:
+    with progress() as prog:
         res = push_image(
             image,
             destination,
@@ -119,8 +118,6 @@ def push_cmd(
             retries=retries,
             progress=prog,
         )
-    finally:
-        prog.close()
     emit(res, as_json, lambda: None)
     summary(
         f"pushed {res.destination} ({res.digest}): {res.blobs_transferred} blob(s) "
@@ -174,8 +171,7 @@ def pull_cmd(
       layouttool pull ghcr.io/me/app:1.0 -o ./oci --all-platforms
     """
     insecure = insecure or bool(click.get_current_context().meta.get("layouttool.insecure"))
-    prog = progress()
-    try:
+    with progress() as prog:
         res = pull_image(
             source,
             layout,
@@ -188,8 +184,6 @@ def pull_cmd(
             retries=retries,
             progress=prog,
         )
-    finally:
-        prog.close()
     emit(res, as_json, lambda: None)
     summary(
         f"pulled {res.source} -> {res.destination} ({res.digest}): "

@@ -56,8 +56,7 @@ def unpack_cmd(
       layouttool unpack ./oci:app ./bundle --bundle && runc run -b ./bundle app
       layouttool unpack ./oci:multi ./rootfs --platform linux/arm64
     """
-    prog = progress()
-    try:
+    with progress() as prog:
         res = unpack_image(
             image,
             dest,
@@ -68,8 +67,6 @@ def unpack_cmd(
             max_size=max_size,
             progress=prog,
         )
-    finally:
-        prog.close()
     emit(res, as_json, lambda: None)
     summary(
         f"unpacked {len(res.layers)} layers ({res.entries} entries, "
