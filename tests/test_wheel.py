@@ -1,9 +1,9 @@
 """Packaging: the wheel installs into a fresh venv outside the repository and runs the README
 tutorial there (so the schemas, py.typed and the entry point are really inside the package).
 
-The wheel is built from a copy of the files git tracks (as an sdist would hold them), so
-untracked files in the work tree cannot leak in and the build leaves no ``build/`` behind in
-the repository. Dependencies come from PyPI (network needed, like ``make``'s own install).
+``python -m build`` makes the sdist and, from it, the wheel, out of a copy of the files git
+tracks, so untracked files in the work tree cannot leak in and the build leaves no ``build/``
+behind in the repository. Dependencies come from PyPI (network needed, like ``make``'s own install).
 """
 
 from __future__ import annotations
@@ -57,7 +57,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
             (src / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, src / rel)
     dist = base / "dist"
-    sh(sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", dist, src)
+    # python -m build: the sdist first, then the wheel built from that sdist (so the sdist
+    # is known to be complete enough to build)
+    sh(sys.executable, "-m", "build", "--outdir", dist, src)
     wheels = list(dist.glob("layouttool-*.whl"))
     assert len(wheels) == 1, wheels
     venv = base / "venv"
@@ -65,6 +67,18 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     sh(venv / "bin" / "python", "-m", "pip", "install", "-q", "--disable-pip-version-check",
        wheels[0])
     return wheels[0], venv
+
+
+def test_sdist_holds_sources_and_data(installed: tuple[Path, Path]) -> None:
+    import tarfile
+
+    wheel, _ = installed
+    sdists = list(wheel.parent.glob("layouttool-*.tar.gz"))
+    assert [p.name for p in sdists] == [f"layouttool-{layouttool.__version__}.tar.gz"]
+    with tarfile.open(sdists[0]) as tf:
+        names = {n.split("/", 1)[1] for n in tf.getnames() if "/" in n}
+    assert {"README.md", "pyproject.toml", "layouttool/py.typed", "layouttool/cli/__init__.py",
+            "layouttool/schemas/image-manifest-schema.json", "layouttool/schemas/NOTICE"} <= names
 
 
 def test_wheel_holds_the_package_data(installed: tuple[Path, Path]) -> None:
