@@ -185,7 +185,9 @@ def pick_platform(index: Index, want: Platform | None, what: str) -> Descriptor:
     # a single manifest without a platform is the image
     if want is None and len(images) == 1 and images[0].platform is None:
         return images[0]
-    have = ", ".join(sorted({str(d.platform) for d in images if d.platform})) or "none"
+    have = ", ".join(
+        sorted({str(d.platform) for d in images if d.platform and d.platform.os != "unknown"})
+    ) or "none"
     raise NotFoundError(
         f"{what}: no image for platform {target} (platforms: {have}); use --platform"
     )

@@ -108,7 +108,7 @@ class ExportedLayer:
         return {
             "digest": str(self.digest),
             "sourceDigest": str(self.source_digest),
-            "diffId": str(self.diff_id),
+            "diffID": str(self.diff_id),
             "mediaType": self.media_type,
             "size": self.size,
             "action": self.action,
