@@ -52,12 +52,39 @@ LAYOUT_VERSION: Final = "1.0.0"
 _CHUNK: Final = 1 << 20
 
 
-def _fsync_dir(path: Path) -> None:
+def fsync_dir(path: Path) -> None:
+    """Make a rename in ``path`` durable."""
     fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+    """Replace ``path`` with ``data``: temp file (in ``tmp_dir``, default beside ``path``, same
+    filesystem), fsync, rename, directory fsync. On any failure the temp file is removed and
+    ``path`` is as it was."""
+    tmp = (tmp_dir or path.parent) / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        try:
+            view = memoryview(data)
+            while view:
+                view = view[os.write(fd, view) :]
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.rename(tmp, path)
+        fsync_dir(path.parent)
+    except OSError as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise from_oserror(exc, "write", path) from exc
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,7 +202,7 @@ class BlobWriter:
             # A blob that is already there is replaced by bytes we have just hashed: never
             # trusted by name or size alone (and a corrupt copy is repaired).
             os.rename(self._tmp, final)
-            _fsync_dir(final.parent)
+            fsync_dir(final.parent)
         except OSError as exc:
             self.abort()
             raise from_oserror(exc, "store blob", final) from exc
@@ -569,26 +596,7 @@ class Layout:
             return new
 
     def _atomic_write(self, path: Path, data: bytes) -> None:
-        tmp = self.tmp_dir() / f"{TMP_PREFIX}{os.getpid()}-{secrets.token_hex(8)}"
-        try:
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
-            try:
-                view = memoryview(data)
-                while view:
-                    view = view[os.write(fd, view) :]
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            os.rename(tmp, path)
-            _fsync_dir(path.parent)
-        except OSError as exc:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise from_oserror(exc, "write", path) from exc
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+        write_atomically(path, data, tmp_dir=self.tmp_dir())
 
     def tmp_files(self) -> list[Path]:
         """Temp files left in our state directory (by interrupted writes, when unlocked)."""

@@ -61,7 +61,7 @@ from layouttool.model import Descriptor, Platform, dump_json
 from layouttool.ops.common import ResolvedImage, resolve_image, select
 from layouttool.progress import NULL_PROGRESS, Progress, Task
 from layouttool.refs import parse_image
-from layouttool.store import Layout
+from layouttool.store import Layout, fsync_dir
 
 
 class ExportCompression(enum.Enum):
@@ -499,11 +499,7 @@ def _open_output(path: Path) -> Iterator[BinaryIO]:
             mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
             os.fchmod(fh.fileno(), mode)
         Path(tmp).replace(path)
-        dfd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        fsync_dir(parent)
     except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)

@@ -37,6 +37,7 @@ from layouttool.model import Platform, dump_json
 from layouttool.ops.common import open_image
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.rootfs import ApplyOptions, apply_layer
+from layouttool.store import write_atomically
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +186,7 @@ def unpack_image(
         from layouttool.runtime import runtime_config
 
         spec = runtime_config(img.config.doc, root, rootless=rootless)
-        _write_file(dest_path / "config.json", dump_json(spec))
+        write_atomically(dest_path / "config.json", dump_json(spec))
     return UnpackResult(
         image=image,
         dest=str(dest_path),
@@ -201,14 +202,3 @@ def unpack_image(
         warnings=tuple(warnings),
     )
 
-
-def _write_file(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except OSError as exc:
-        raise from_oserror(exc, "write", path) from exc
