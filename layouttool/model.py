@@ -9,7 +9,7 @@ fields in ``extra``.
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any, Final
 
@@ -317,28 +317,51 @@ class ImageConfig:
         return Platform(self.os, self.architecture, self.variant)
 
 
-def parse_manifest(raw: bytes, what: str = "manifest", media_type: str | None = None) -> Manifest:
-    """Parse an image manifest; ``media_type`` is what the referring descriptor says."""
+def _document(
+    raw: bytes,
+    what: str,
+    media_type: str | None,
+    *,
+    kind: str,
+    forbidden: tuple[str, ...],
+    default: str,
+    accept: Callable[[str | None], bool],
+) -> tuple[Mapping[str, Any], str, Descriptor | None]:
+    """The checks manifests and indexes share: JSON object, media type agreeing with the
+    descriptor, no fields of the other kind (CVE-2021-41190: a document must not be readable as
+    both), schemaVersion 2. Returns the document, its media type and its subject."""
     doc = _obj(parse_json(raw, what), what)
-    declared = _check_doc_media_type(doc, media_type, what)
-    if "manifests" in doc:
-        # CVE-2021-41190: a document must not be readable as both a manifest and an index
-        raise InvalidInputError(f"{what}: a manifest must not have a 'manifests' field")
+    declared = _check_doc_media_type(doc, media_type, what) or default
+    if any(k in doc for k in forbidden):
+        fields = (
+            f"a {forbidden[0]!r} field"
+            if len(forbidden) == 1
+            else " or ".join(repr(k) for k in forbidden) + " fields"
+        )
+        raise InvalidInputError(f"{what}: {kind} must not have {fields}")
     sv = doc.get("schemaVersion")
     if sv != 2:
         raise InvalidInputError(f"{what}: schemaVersion must be 2, found {sv!r}")
-    if declared is None:
-        declared = mt.MT_OCI_MANIFEST
-    if not mt.is_manifest(declared):
-        raise InvalidInputError(f"{what}: {declared!r} is not an image manifest media type")
+    if not accept(declared):
+        raise InvalidInputError(f"{what}: {declared!r} is not {kind} media type")
     subject = doc.get("subject")
+    subj = Descriptor.from_json(subject, f"{what} subject") if subject is not None else None
+    return doc, declared, subj
+
+
+def parse_manifest(raw: bytes, what: str = "manifest", media_type: str | None = None) -> Manifest:
+    """Parse an image manifest; ``media_type`` is what the referring descriptor says."""
+    doc, declared, subject = _document(
+        raw, what, media_type, kind="an image manifest", forbidden=("manifests",),
+        default=mt.MT_OCI_MANIFEST, accept=mt.is_manifest,
+    )
     return Manifest(
         raw=raw,
         doc=doc,
         media_type=declared,
         config=Descriptor.from_json(doc.get("config"), f"{what} config"),
         layers=_descriptor_list(doc, "layers", what),
-        subject=Descriptor.from_json(subject, f"{what} subject") if subject is not None else None,
+        subject=subject,
         annotations=_annotations(doc, what),
         artifact_type=_str(doc, "artifactType", what, required=False),
     )
@@ -349,24 +372,16 @@ def parse_index(raw: bytes, what: str = "index", media_type: str | None = None) 
 
     ``"manifests": null`` (Docker 25's known bug, moby#47210) reads as an empty list.
     """
-    doc = _obj(parse_json(raw, what), what)
-    declared = _check_doc_media_type(doc, media_type, what)
-    if "config" in doc or "layers" in doc:
-        raise InvalidInputError(f"{what}: an index must not have 'config' or 'layers' fields")
-    sv = doc.get("schemaVersion")
-    if sv != 2:
-        raise InvalidInputError(f"{what}: schemaVersion must be 2, found {sv!r}")
-    if declared is None:
-        declared = mt.MT_OCI_INDEX
-    if not mt.is_index(declared):
-        raise InvalidInputError(f"{what}: {declared!r} is not an index media type")
-    subject = doc.get("subject")
+    doc, declared, subject = _document(
+        raw, what, media_type, kind="an index", forbidden=("config", "layers"),
+        default=mt.MT_OCI_INDEX, accept=mt.is_index,
+    )
     return Index(
         raw=raw,
         doc=doc,
         media_type=declared,
         manifests=_descriptor_list(doc, "manifests", what),
-        subject=Descriptor.from_json(subject, f"{what} subject") if subject is not None else None,
+        subject=subject,
         annotations=_annotations(doc, what),
     )
 
