@@ -8,12 +8,14 @@ import io
 import lzma
 import os
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import zstandard
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from layouttool import codec
 from layouttool.codec import (
     Compression,
     HashingReader,
@@ -250,6 +252,76 @@ def test_gzip_output_is_deterministic(level: int) -> None:
     assert a[:2] == b"\x1f\x8b"
     assert a[4:8] == b"\x00\x00\x00\x00"  # header mtime 0
     assert a[3] & 0x08 == 0  # no file name stored
+
+
+def _gzip_in_pieces(data: bytes, level: int, cuts: list[int]) -> bytes:
+    """Feed ``data`` to a gzip encoder in pieces of the sizes ``cuts`` (cycled)."""
+    enc = new_encoder(Compression.GZIP, level)
+    out, i, k = [], 0, 0
+    while i < len(data):
+        n = cuts[k % len(cuts)]
+        out.append(enc.compress(data[i:i + n]))
+        i, k = i + n, k + 1
+    return b"".join(out) + enc.flush()
+
+
+_BLOCKY = os.urandom(300_000) + b"layouttool " * 250_000 + os.urandom(100_000)
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(level=st.sampled_from([0, 2, 3, 6]),
+       cuts=st.lists(st.integers(1, 3 << 20), min_size=1, max_size=4))
+def test_gzip_output_does_not_depend_on_how_it_is_fed(level: int, cuts: list[int]) -> None:
+    """Blocks are cut at fixed offsets of the content: the bytes (hence the layer digest) are
+    the same however the input arrives, across several blocks."""
+    assert len(_BLOCKY) > 3 * codec.GZIP_BLOCK_SIZE
+    whole = compress(Compression.GZIP, _BLOCKY, level)
+    assert _gzip_in_pieces(_BLOCKY, level, cuts) == whole
+    assert gzip.decompress(whole) == _BLOCKY
+
+
+@pytest.mark.parametrize("workers", [1, 3])
+def test_gzip_output_does_not_depend_on_threads(
+    workers: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same bytes with one compression thread or several (the digest of a layer must not
+    depend on the machine), and the blocks form a single gzip member zlib reads."""
+    default = compress(Compression.GZIP, _BLOCKY, 2)
+    pool = ThreadPoolExecutor(workers)
+    monkeypatch.setattr(codec, "_pool", pool)
+    monkeypatch.setattr(codec, "_cpus", lambda: workers)
+    try:
+        assert compress(Compression.GZIP, _BLOCKY, 2) == default
+    finally:
+        pool.shutdown()
+    d = zlib.decompressobj(31)
+    assert d.decompress(default) == _BLOCKY
+    assert d.eof and d.unused_data == b""  # one member, nothing after it
+
+
+@pytest.mark.parametrize("level", [2, 6])
+def test_gzip_blocks_are_primed_with_the_previous_window(level: int) -> None:
+    """Each block starts with the previous block's last 32 KiB as dictionary, so content that
+    repeats across a block boundary is still matched: four blocks of a repeated 4 KiB random
+    unit come out smaller than the same blocks deflated independently, by about the unit each
+    of the three later blocks would otherwise spell out in literals."""
+    unit = os.urandom(4096)
+    size = codec.GZIP_BLOCK_SIZE
+    data = unit * (4 * size // len(unit))
+    blob = compress(Compression.GZIP, data, level)
+    assert gzip.decompress(blob) == data
+    lib = zlib if level > 3 else codec.isal_zlib
+    alone = 0
+    for i in range(0, len(data), size):
+        c = lib.compressobj(level, lib.DEFLATED, -15)
+        alone += len(c.compress(data[i:i + size]) + c.flush(lib.Z_SYNC_FLUSH))
+    assert len(blob) < alone - 2 * len(unit)
+
+
+def test_gzip_of_nothing_is_a_valid_empty_member() -> None:
+    blob = compress(Compression.GZIP, b"", 2)
+    assert gzip.decompress(blob) == b""
+    assert blob[:3] == b"\x1f\x8b\x08"
 
 
 @pytest.mark.parametrize("threads", [1, 2, 4])
