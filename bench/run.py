@@ -286,6 +286,15 @@ def build_plans(
                  out=o2, check_layout=True),
         ], targets[comp], [save])
 
+    # the size/speed trade of gzip levels: ISA-L's highest level beside skopeo's output
+    o1, o2 = work / "import-gzip3-ours", work / "import-gzip3-skopeo"
+    add("import gzip --level 3", "import", save.stat().st_size, [
+        ours("from-docker-save", [str(save), "-o", str(o1), "--compression", "gzip",
+                                  "--level", "3"], out=o1, check_layout=True),
+        peer("skopeo", skopeo, ["copy", "-q", f"docker-archive:{save}", f"oci:{o2}:{ref}"],
+             out=o2, check_layout=True),
+    ], Target(max_size_ratio=1.03), [save])
+
     # convert: recompress every layer into another layout
     for src, comp, name in ((ogz, "zstd", "gzip->zstd"), (ozst, "gzip", "zstd->gzip")):
         o1, o2 = work / f"convert-{comp}-ours", work / f"convert-{comp}-skopeo"

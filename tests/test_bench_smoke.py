@@ -224,3 +224,30 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     out = capsys.readouterr().out
     assert "ls" in out and "inspect" in out
     assert not any((tmp_path / "work").iterdir())
+
+
+def test_set_aside_defers_deletion_and_falls_back_when_disk_is_short(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Disk unpack trees are moved to the trash (deleted after the last case, so no timed run
+    follows a mass delete); with too little free space they are deleted at once, with a note."""
+    case = Case("unpack root disk", "unpack", None, Side("ours", "layouttool", None), [])
+    trash = tmp_path / "trash"
+    for i in range(2):
+        out = tmp_path / "unpack-root-ours"
+        (out / "etc").mkdir(parents=True)
+        (out / "etc" / "passwd").write_text(f"run {i}\n")
+        monkeypatch.setattr(bench_run, "DEFER_MIN_FREE", 0)
+        bench_run.set_aside(out, trash, case)
+        assert not out.exists()
+    kept = sorted(p.name for p in trash.iterdir())
+    assert kept == ["0-unpack-root-ours", "1-unpack-root-ours"]
+    assert (trash / kept[1] / "etc" / "passwd").read_text() == "run 1\n"
+    assert case.notes == []
+
+    out = tmp_path / "unpack-root-ours"
+    (out / "bin").mkdir(parents=True)
+    monkeypatch.setattr(bench_run, "DEFER_MIN_FREE", 1 << 62)
+    bench_run.set_aside(out, trash, case)
+    assert not out.exists() and len(list(trash.iterdir())) == 2
+    assert len(case.notes) == 1 and "low disk space" in case.notes[0]
