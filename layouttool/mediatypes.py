@@ -5,9 +5,12 @@ No other module spells a media type: a test greps the package for stray literals
 
 from __future__ import annotations
 
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
-from layouttool.codec import Compression
+if TYPE_CHECKING:
+    # not at run time: importing codec loads isal, bz2, lzma and concurrent.futures (~15 ms),
+    # which `ls`, `inspect` and `gc` never use; the values below are Compression's values
+    from layouttool.codec import Compression
 
 # --- OCI (image-spec media-types.md) ---------------------------------------------------------
 MT_OCI_LAYOUT_HEADER: Final = "application/vnd.oci.layout.header.v1+json"
@@ -52,17 +55,18 @@ MANIFEST_TYPES: Final = frozenset({MT_OCI_MANIFEST, MT_DOCKER_MANIFEST})
 SCHEMA1_TYPES: Final = frozenset({MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED})
 CONFIG_TYPES: Final = frozenset({MT_OCI_CONFIG, MT_DOCKER_CONFIG})
 
-_LAYER_COMPRESSION: Final[dict[str, Compression]] = {
-    MT_OCI_LAYER: Compression.NONE,
-    MT_OCI_LAYER_GZIP: Compression.GZIP,
-    MT_OCI_LAYER_ZSTD: Compression.ZSTD,
-    MT_OCI_LAYER_ND: Compression.NONE,
-    MT_OCI_LAYER_ND_GZIP: Compression.GZIP,
-    MT_OCI_LAYER_ND_ZSTD: Compression.ZSTD,
-    MT_DOCKER_LAYER: Compression.NONE,
-    MT_DOCKER_LAYER_GZIP: Compression.GZIP,
-    MT_DOCKER_LAYER_ZSTD: Compression.ZSTD,
-    MT_DOCKER_LAYER_FOREIGN: Compression.GZIP,
+#: layer media type -> the value of its :class:`~layouttool.codec.Compression`
+_LAYER_COMPRESSION: Final[dict[str, str]] = {
+    MT_OCI_LAYER: "none",
+    MT_OCI_LAYER_GZIP: "gzip",
+    MT_OCI_LAYER_ZSTD: "zstd",
+    MT_OCI_LAYER_ND: "none",
+    MT_OCI_LAYER_ND_GZIP: "gzip",
+    MT_OCI_LAYER_ND_ZSTD: "zstd",
+    MT_DOCKER_LAYER: "none",
+    MT_DOCKER_LAYER_GZIP: "gzip",
+    MT_DOCKER_LAYER_ZSTD: "zstd",
+    MT_DOCKER_LAYER_FOREIGN: "gzip",
 }
 NONDISTRIBUTABLE_TYPES: Final = frozenset(
     {MT_OCI_LAYER_ND, MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD, MT_DOCKER_LAYER_FOREIGN}
@@ -117,7 +121,12 @@ def is_docker(mt: str | None) -> bool:
 
 def layer_compression(mt: str) -> Compression | None:
     """The compression a layer media type declares, or None if ``mt`` is not a known layer."""
-    return _LAYER_COMPRESSION.get(mt)
+    value = _LAYER_COMPRESSION.get(mt)
+    if value is None:
+        return None
+    from layouttool.codec import Compression
+
+    return Compression(value)
 
 
 def layer_media_type(
@@ -128,6 +137,7 @@ def layer_media_type(
     Docker has no zstd media type that the reference tools accept; asking for one raises
     :class:`~layouttool.errors.UnsupportedError`.
     """
+    from layouttool.codec import Compression
     from layouttool.errors import UnsupportedError
 
     if docker:
