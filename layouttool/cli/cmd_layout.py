@@ -16,7 +16,6 @@ from layouttool.cli._common import (
 )
 from layouttool.model import Platform
 from layouttool.ops import layout as ops
-from layouttool.ops.verify import verify_layout
 
 
 @click.command("init")
@@ -167,6 +166,9 @@ def verify_cmd(layout: str, as_json: bool) -> None:
       layouttool verify ./oci
       layouttool verify ./oci --json | jq .problems
     """
+    # imported here: ls, inspect and tag share this module and need none of verify's checks
+    from layouttool.ops.verify import verify_layout
+
     with progress() as prog:
         task = prog.task("verify", None)
         res = verify_layout(layout, progress=task.advance)
