@@ -5,7 +5,9 @@ This module is the only writer of blobs and of ``index.json`` and the only reade
 * a blob enters through :class:`BlobWriter`: a temp file under ``<layout>/.layouttool/tmp``,
   hashed and counted while written, fsynced, renamed to ``blobs/<alg>/<hex>``, directory fsynced;
 * a blob leaves through :class:`VerifiedReader`: opened with ``O_NOFOLLOW``, refused unless a
-  regular file of the expected size, and its digest checked at EOF;
+  regular file of the expected size, and its digest checked at EOF (one exception:
+  :meth:`BlobDirs.head` returns unverified bytes, which gc uses only to rule out that an
+  unreferenced blob is a referrer);
 * ``index.json`` is replaced atomically (temp, fsync, rename, directory fsync), under an
   exclusive lock so concurrent writers serialise instead of losing entries.
 
@@ -27,7 +29,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from layouttool import mediatypes as mt
 from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
@@ -236,6 +238,9 @@ class BlobWriter:
         self.abort()
 
 
+_BLOB_FLAGS: Final = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+
+
 def _open_nofollow(path: Path) -> int:
     """Open ``blobs/<alg>/<hex>`` following no symlink in those three components.
 
@@ -250,8 +255,7 @@ def _open_nofollow(path: Path) -> int:
     finally:
         os.close(blobs)
     try:
-        flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
-        return os.open(path.name, flags, dir_fd=alg)
+        return os.open(path.name, _BLOB_FLAGS, dir_fd=alg)
     finally:
         os.close(alg)
 
@@ -263,11 +267,19 @@ class VerifiedReader:
     caller that stops early must call :meth:`finish` (which drains and verifies).
     """
 
-    def __init__(self, path: Path, digest: Digest, size: int | None) -> None:
+    def __init__(
+        self, path: Path | str, digest: Digest, size: int | None, *, dir_fd: int | None = None
+    ) -> None:
+        """Open the blob at ``path``; with ``dir_fd`` (an open ``blobs/<alg>`` directory, see
+        :class:`BlobDirs`) the file is opened relative to it and ``path`` only names it in
+        messages."""
         self.digest = digest
         self._path = path
         try:
-            fd = _open_nofollow(path)
+            if dir_fd is None:
+                fd = _open_nofollow(Path(path))
+            else:
+                fd = os.open(digest.encoded, _BLOB_FLAGS, dir_fd=dir_fd)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR):
                 raise UnsafeInputError(
@@ -363,11 +375,186 @@ class BlobFile:
     is_symlink: bool
 
 
+class BlobEntry(NamedTuple):
+    """A name found under ``blobs/`` by :meth:`BlobDirs.scan` (nothing about it is read yet).
+
+    A NamedTuple, not a dataclass: a dataclass costs ~1 ms of every command's start-up."""
+
+    #: the ``<alg>`` directory it is in; None for an entry directly in ``blobs/``
+    alg: str | None
+    name: str
+    #: None when ``<alg>:<name>`` is not a valid digest (or the entry is not in an alg directory)
+    digest: Digest | None
+
+    @property
+    def rel(self) -> str:
+        """The path relative to the layout root, e.g. ``blobs/sha256/<hex>``."""
+        if self.alg is None:
+            return f"{BLOBS_DIR}/{self.name}"
+        return f"{BLOBS_DIR}/{self.alg}/{self.name}"
+
+
+class BlobDirs:
+    """``blobs/`` and its ``<alg>/`` directories, each opened once and none through a symlink.
+
+    For an operation that touches thousands of blobs (gc): each later open, ``lstat`` or unlink
+    is one system call relative to a directory descriptor instead of three opens or a walk of
+    the whole path per blob, and a directory swapped for a symlink meanwhile cannot redirect
+    it. A ``blobs`` that is a symlink (or not a directory) is refused: listing it would list,
+    and gc would then delete, files outside the layout. Use as a context manager, or through
+    :meth:`Layout.pinned`, which also routes :meth:`Layout.open_blob` here.
+    """
+
+    _DIR_FLAGS: Final = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+
+    def __init__(self, layout: Layout) -> None:
+        self.layout = layout
+        self._base = f"{layout.root}/{BLOBS_DIR}"
+        self._algs: dict[str, int | None] = {}
+        self._blobs: int | None = None
+        try:
+            self._blobs = os.open(self._base, self._DIR_FLAGS)
+        except FileNotFoundError:
+            pass  # an empty store: nothing to list, every read is "missing"
+        except OSError as exc:
+            if exc.errno in (errno.ELOOP, errno.ENOTDIR):
+                raise UnsafeInputError(
+                    f"layout {layout.root}: {BLOBS_DIR} is a symlink or not a directory; "
+                    "refusing to follow it (replace it with the directory it points to)"
+                ) from None
+            raise from_oserror(exc, "open", self._base) from exc
+
+    def alg_fd(self, alg: str) -> int | None:
+        """The open ``blobs/<alg>`` directory; None when it is missing, a symlink or not a
+        directory."""
+        if alg in self._algs:
+            return self._algs[alg]
+        fd: int | None = None
+        if self._blobs is not None:
+            try:
+                fd = os.open(alg, self._DIR_FLAGS, dir_fd=self._blobs)
+            except OSError as exc:
+                if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                    raise from_oserror(exc, "open", f"{self._base}/{alg}") from exc
+        self._algs[alg] = fd
+        return fd
+
+    def scan(self) -> list[BlobEntry]:
+        """Every name in ``blobs/`` and in its ``<alg>/`` directories, sorted; no ``stat``.
+
+        An entry of ``blobs/`` that is not a directory, or is a symlink to one, is listed
+        as an entry (with no digest), not entered.
+        """
+        if self._blobs is None:
+            return []
+        out: list[BlobEntry] = []
+        try:
+            top = sorted((e.name, e.is_dir(follow_symlinks=False)) for e in os.scandir(self._blobs))
+        except OSError as exc:
+            raise from_oserror(exc, "list", self._base) from exc
+        for alg, is_dir in top:
+            fd = self.alg_fd(alg) if is_dir else None
+            if fd is None:
+                out.append(BlobEntry(None, alg, None))
+                continue
+            try:
+                names = sorted(e.name for e in os.scandir(fd))
+            except OSError as exc:
+                raise from_oserror(exc, "list", f"{self._base}/{alg}") from exc
+            parse = Digest.from_parts
+            out.extend(BlobEntry(alg, n, parse(alg, n)) for n in names)
+        return out
+
+    def _dir_of(self, entry: BlobEntry) -> int | None:
+        return self._blobs if entry.alg is None else self.alg_fd(entry.alg)
+
+    def lstat(self, entry: BlobEntry) -> os.stat_result | None:
+        """``lstat`` of ``entry`` (a symlink is not followed); None when it is gone."""
+        fd = self._dir_of(entry)
+        if fd is None:
+            return None
+        try:
+            return os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return None
+        except OSError as exc:
+            raise from_oserror(exc, "stat", f"{self.layout.root}/{entry.rel}") from exc
+
+    def open_blob(self, digest: Digest, size: int | None = None) -> VerifiedReader:
+        """A :class:`VerifiedReader` of a blob, opened relative to its directory."""
+        fd = self.alg_fd(digest.algorithm)
+        path = f"{self._base}/{digest.algorithm}/{digest.encoded}"
+        if fd is None:
+            # no such directory (or not one we may enter): the usual error for this case
+            return VerifiedReader(Path(path), digest, size)
+        return VerifiedReader(path, digest, size, dir_fd=fd)
+
+    def head(self, entry: BlobEntry, n: int) -> bytes | None:
+        """Up to ``n`` leading bytes of a regular file, NOT verified against its digest: only
+        to tell what a blob cannot be (gc: a layer is not a JSON document). None when the entry
+        is gone, a symlink or not a regular file. Read a blob you use with :meth:`open_blob`."""
+        fd = self._dir_of(entry)
+        if fd is None:
+            return None
+        try:
+            f = os.open(entry.name, _BLOB_FLAGS, dir_fd=fd)
+        except OSError as exc:
+            if exc.errno in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                return None
+            raise from_oserror(exc, "open blob", f"{self.layout.root}/{entry.rel}") from exc
+        try:
+            if not stat.S_ISREG(os.fstat(f).st_mode):
+                return None
+            return os.read(f, n)
+        except OSError as exc:
+            raise from_oserror(exc, "read blob", f"{self.layout.root}/{entry.rel}") from exc
+        finally:
+            os.close(f)
+
+    def remove(self, entry: BlobEntry, ident: tuple[int, int]) -> bool:
+        """Unlink ``entry`` if it is still the file ``ident`` (st_dev, st_ino) names; a
+        symlink is removed as a link. False when it is gone or was replaced since."""
+        fd = self._dir_of(entry)
+        if fd is None:
+            return False
+        try:
+            st = os.stat(entry.name, dir_fd=fd, follow_symlinks=False)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise from_oserror(exc, "stat", f"{self.layout.root}/{entry.rel}") from exc
+        if (st.st_dev, st.st_ino) != ident:
+            return False
+        try:
+            os.unlink(entry.name, dir_fd=fd)
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            raise from_oserror(exc, "remove blob", f"{self.layout.root}/{entry.rel}") from exc
+        return True
+
+    def close(self) -> None:
+        """Close every directory descriptor."""
+        for fd in [*self._algs.values(), self._blobs]:
+            if fd is not None:
+                os.close(fd)
+        self._algs.clear()
+        self._blobs = None
+
+    def __enter__(self) -> BlobDirs:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 class Layout:
     """One OCI image layout directory. Open with :meth:`open` or create with :meth:`init`."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        #: while :meth:`pinned` runs, blob opens go through its directory descriptors
+        self._dirs: BlobDirs | None = None
 
     # ------------------------------------------------------------------ opening / creating
     @classmethod
@@ -512,7 +699,23 @@ class Layout:
 
     def open_blob(self, digest: Digest, size: int | None = None) -> VerifiedReader:
         """A :class:`VerifiedReader` of a blob."""
+        if self._dirs is not None:
+            return self._dirs.open_blob(digest, size)
         return VerifiedReader(self.blob_path(digest), digest, size)
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[BlobDirs]:
+        """Open ``blobs/`` and its ``<alg>/`` directories once (:class:`BlobDirs`) for an
+        operation on thousands of blobs; until the block ends :meth:`open_blob` (and so
+        :meth:`read_blob`) opens relative to them. Raises UnsafeInputError when ``blobs`` is a
+        symlink. Not for a Layout object that other threads use meanwhile."""
+        dirs = BlobDirs(self)
+        prev, self._dirs = self._dirs, dirs
+        try:
+            yield dirs
+        finally:
+            self._dirs = prev
+            dirs.close()
 
     def read_blob(self, desc: Descriptor, *, cap: int = JSON_CAP) -> bytes:
         """Read a whole (small) blob, verified, refusing anything larger than ``cap``."""
@@ -549,12 +752,8 @@ class Layout:
                 yield BlobFile(Path(alg.path), None, 0, alg.is_symlink())
                 continue
             for e in sorted(os.scandir(alg.path), key=lambda e: e.name):
-                name = f"{alg.name}:{e.name}"
                 st = e.stat(follow_symlinks=False)
-                try:
-                    d: Digest | None = Digest.parse(name)
-                except InvalidInputError:
-                    d = None
+                d = Digest.from_parts(alg.name, e.name)
                 yield BlobFile(Path(e.path), d, st.st_size, e.is_symlink())
 
     # ------------------------------------------------------------------ index.json
@@ -620,6 +819,8 @@ def is_layout(path: Path) -> bool:
 
 
 __all__ = [
+    "BlobDirs",
+    "BlobEntry",
     "BlobFile",
     "BlobInfo",
     "BlobWriter",
