@@ -6,7 +6,6 @@ importing the codecs of ``convert``.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import signal
@@ -57,6 +56,8 @@ class LazyGroup(click.Group):
         name = args[0] if args else ""
         # not while completing: a half-typed word must not print an error into the shell
         if name and not name.startswith("-") and name not in COMMANDS and not ctx.resilient_parsing:
+            import difflib  # only for this error: its import costs ~2 ms of every start-up
+
             close = difflib.get_close_matches(name, list(COMMANDS), n=1)
             hint = f" Did you mean {close[0]!r}?" if close else ""
             ctx.fail(f"no such command {name!r}.{hint}")
