@@ -23,6 +23,13 @@ Sweep: every file under ``blobs/<alg>/`` whose name is a valid digest and is not
 is removed as a link (its target is untouched); names that are not digests and things that are
 not files are reported and left alone. Temp files in ``.layouttool/tmp`` are removed: with the
 exclusive lock held, no writer that made them is alive.
+
+Speed without losing any of that (issue #8): ``blobs/`` and ``blobs/<alg>/`` are opened once,
+following no symlink (:class:`~layouttool.store.BlobDirs`; a ``blobs`` that is a symlink is
+refused), and every read, stat and unlink is relative to them; only unreached blobs are
+stat'ed; an unreached blob is sniffed from its first bytes without hashing, and read verified
+only when it may be a referrer; removals run on a few threads, each still checking the
+planned (dev, ino) right before its unlink.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -47,7 +55,7 @@ from layouttool.errors import (
 from layouttool.graph import Node, is_walkable, walk
 from layouttool.model import JSON_CAP, Descriptor, parse_json
 from layouttool.progress import NULL_PROGRESS, Progress
-from layouttool.store import BlobFile, Layout
+from layouttool.store import BlobDirs, BlobEntry, Layout
 
 REASON_UNREFERENCED: Final = "unreferenced"
 REASON_LINK: Final = "unreferenced symlink (removed as a link; its target is untouched)"
@@ -58,6 +66,11 @@ SKIP_UNWALKED: Final = "kept but not walked (--force)"
 
 #: how many leading bytes are looked at to decide whether a blob may be a JSON document
 _SNIFF: Final = 64
+#: removals run on this many threads when there are at least _PARALLEL_MIN of them: an unlink
+#: on ext4 (mounted with discard) waits ~0.16 ms off-CPU; threads overlap those waits (1450
+#: blobs of the bench: 250-360 ms on 1 thread, 200-250 ms on 4, 185-200 ms on 8)
+_THREADS: Final = 8
+_PARALLEL_MIN: Final = 64
 _JSON_WS: Final = b" \t\r\n"
 
 
@@ -65,7 +78,8 @@ _JSON_WS: Final = b" \t\r\n"
 class Removal:
     """One file gc removes (or would remove)."""
 
-    path: Path
+    #: the layout's root directory
+    root: str
     #: the path relative to the layout root
     rel: str
     #: the blob's digest; None for a temp file
@@ -74,6 +88,15 @@ class Removal:
     reason: str
     #: (st_dev, st_ino) when planned: apply leaves alone a file replaced since
     ident: tuple[int, int]
+    #: the blob's directory entry (None for a temp file): apply removes it relative to its
+    #: directory, never through a path that a swapped-in symlink could redirect
+    entry: BlobEntry | None = None
+
+    @property
+    def path(self) -> Path:
+        """The file's path (made on demand: a Path per planned file is a measurable part of a
+        gc of thousands)."""
+        return Path(self.root, self.rel)
 
     def to_json(self) -> dict[str, Any]:
         """``{"digest"|"path", "size", "reason"}``."""
@@ -216,29 +239,42 @@ class _Marker:
         self._task.done()
 
 
-def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | None:
-    """If ``bf`` may be a referrer (a JSON object with a ``subject``), its descriptor and the
-    subject's digest; else None. Cheap for layers: only the first bytes are looked at.
+def _sniff_subject(
+    dirs: BlobDirs, e: BlobEntry, st: os.stat_result
+) -> tuple[Descriptor, Digest] | None:
+    """If the blob of ``e`` (``st`` its lstat) may be a referrer (a JSON object with a
+    ``subject``), its descriptor and the subject's digest; else None. Cheap for layers: only
+    the first bytes are read, and nothing is hashed.
 
     A blob that cannot be read for a reason other than its content (permission, I/O) raises:
     we cannot tell whether it is a referrer, so we must not delete it.
     """
-    if bf.digest is None or bf.is_symlink or bf.size > JSON_CAP or bf.size < 2:
+    size, digest = st.st_size, e.digest
+    if digest is None or not stat.S_ISREG(st.st_mode) or size > JSON_CAP or size < 2:
+        return None
+    # Unverified on purpose: hashing a whole layer to learn that it is not JSON is the cost gc
+    # avoids, and a blob whose first bytes are not JSON cannot be a referrer, corrupt or not.
+    head = dirs.head(e, _SNIFF)
+    if head is None:
+        return None
+    rest = head.lstrip(_JSON_WS)
+    if not rest.startswith(b"{") and (rest or len(head) < _SNIFF):
+        return None  # (all whitespace so far: JSON may still follow, so read on)
+    if len(head) < size:
+        # a JSON object (a config, a manifest): still unverified, whole (it is small)
+        whole = dirs.head(e, size + 1)
+        if whole is None:
+            return None
+    else:
+        whole = head
+    # no subject, no referrer: no hashing, no parsing (a key may hide behind a \u escape)
+    if b'"subject"' not in whole and b"\\u" not in whole:
         return None
     try:
-        with layout.open_blob(bf.digest, bf.size) as r:
-            head = r.read(_SNIFF)
-            if not head.lstrip(_JSON_WS).startswith(b"{"):
-                # Not finished on purpose: hashing a whole layer to learn that it is not JSON
-                # is the cost gc avoids; nothing of this blob is used.
-                return None
-            raw = bytearray(head)
-            while chunk := r.read(1 << 20):  # the digest is checked at EOF
-                raw += chunk
-        # no parse unless a subject may be there (a key may hide behind a \u escape)
-        if b'"subject"' not in raw and b"\\u" not in raw:
-            return None
-        doc = parse_json(bytes(raw), f"blob {bf.digest}")
+        # a candidate: only now read verified (the digest is checked at EOF)
+        with dirs.open_blob(digest, size) as r:
+            raw = r.read()
+        doc = parse_json(raw, f"blob {digest}")
     except (InvalidInputError, IntegrityError, UnsafeInputError, NotFoundError):
         # not JSON, corrupt (its content is not what its name says), not a regular file, or
         # gone: not a document anyone can refer to by this digest
@@ -246,7 +282,7 @@ def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | 
     if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):
         return None
     try:
-        subject = Descriptor.from_json(doc["subject"], f"blob {bf.digest} subject")
+        subject = Descriptor.from_json(doc["subject"], f"blob {digest} subject")
     except InvalidInputError:
         return None
     declared = doc.get("mediaType")
@@ -258,7 +294,7 @@ def _sniff_subject(layout: Layout, bf: BlobFile) -> tuple[Descriptor, Digest] | 
         media_type = mt.MT_OCI_MANIFEST
     else:
         media_type = ""  # unknown: walked as a manifest-like document of an unknown type
-    return Descriptor(media_type=media_type, digest=bf.digest, size=bf.size), subject.digest
+    return Descriptor(media_type=media_type, digest=digest, size=size), subject.digest
 
 
 def _refuse(errors: list[tuple[Node, LayoutToolError]]) -> LayoutToolError:
@@ -290,27 +326,42 @@ def plan_gc(
     or the plan may be stale when applied.
     """
     prog = progress or NULL_PROGRESS
+    # blobs/ and blobs/<alg>/ opened once for every read and stat of the run: one system call
+    # per blob instead of three opens, and no symlink swapped in meanwhile is followed
+    with layout.pinned() as dirs:
+        return _plan(layout, dirs, force, prog)
+
+
+def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan:
     marker = _Marker(layout, prog)
     pending = marker.mark(list(layout.read_index().manifests), follow_subject=True)
     if marker.errors and not force:
         raise _refuse(marker.errors) from marker.errors[0][1]
 
-    files = list(layout.iter_blob_files())
+    # Only what the mark did not reach is looked at further (lstat once: the size decides
+    # whether to sniff it, the mode and inode go into the plan); kept blobs cost no syscall.
+    kept_files = 0
+    unreached: list[tuple[BlobEntry, os.stat_result | None]] = []
+    for e in dirs.scan():
+        if e.digest is not None and e.digest in marker.kept:
+            kept_files += 1
+        else:
+            unreached.append((e, None if e.digest is None else dirs.lstat(e)))
     # referrers: unreached blobs that may be documents, indexed by their subject
     by_subject: dict[Digest, list[Descriptor]] = {}
     unreadable: dict[Digest, LayoutToolError] = {}
-    for bf in files:
-        if bf.digest is not None and bf.digest not in marker.kept:
+    for e, st in unreached:
+        if e.digest is not None and st is not None:
             try:
-                found = _sniff_subject(layout, bf)
+                found = _sniff_subject(dirs, e, st)
             except LayoutToolError as exc:
                 if not force:
                     raise type(exc)(
                         f"gc stopped, nothing was deleted: cannot read unreferenced blob "
-                        f"{bf.digest} to tell whether it is a referrer: {exc}. Fix its "
+                        f"{e.digest} to tell whether it is a referrer: {exc}. Fix its "
                         "permissions, or rerun with --force to keep it"
                     ) from exc
-                unreadable[bf.digest] = exc
+                unreadable[e.digest] = exc
                 continue
             if found is not None:
                 by_subject.setdefault(found[1], []).append(found[0])
@@ -331,32 +382,31 @@ def plan_gc(
             raise _refuse(marker.errors) from marker.errors[0][1]
     marker.done()
 
+    root = str(layout.root)
     removals: list[Removal] = []
     skipped: list[Skipped] = [
         Skipped(SKIP_UNWALKED, digest=str(node.desc.digest), where=node.where(), error=str(exc))
         for node, exc in marker.errors
     ]
-    kept_files = 0
-    for bf in files:
-        if bf.digest is not None and bf.digest in marker.kept:
+    for e, st in unreached:
+        if e.digest is not None and e.digest in marker.kept:  # a referrer, or its blobs
             kept_files += 1
             continue
-        rel = _rel(layout, bf.path)
-        if bf.digest is None:
+        rel = e.rel
+        if e.digest is None:
             skipped.append(Skipped(SKIP_BAD_NAME, path=rel))
-            continue
-        if bf.digest in unreadable:
+        elif e.digest in unreadable:
             skipped.append(Skipped("unreadable, so kept (--force)", path=rel,
-                                   digest=str(bf.digest), error=str(unreadable[bf.digest])))
-            continue
-        removal = _removal(bf.path, rel, bf.digest, REASON_UNREFERENCED)
-        if removal is None:
+                                   digest=str(e.digest), error=str(unreadable[e.digest])))
+        elif st is None or not (stat.S_ISREG(st.st_mode) or stat.S_ISLNK(st.st_mode)):
             skipped.append(Skipped(SKIP_NOT_FILE, path=rel))
         else:
-            removals.append(removal)
+            reason = REASON_LINK if stat.S_ISLNK(st.st_mode) else REASON_UNREFERENCED
+            removals.append(Removal(root, rel, e.digest, st.st_size, reason,
+                                    (st.st_dev, st.st_ino), e))
     for path in layout.tmp_files():
         rel = _rel(layout, path)
-        removal = _removal(path, rel, None, REASON_TEMP)
+        removal = _removal(root, path, rel, None, REASON_TEMP)
         if removal is None:
             skipped.append(Skipped(SKIP_NOT_FILE, path=rel))
         else:
@@ -371,7 +421,9 @@ def plan_gc(
     )
 
 
-def _removal(path: Path, rel: str, digest: Digest | None, reason: str) -> Removal | None:
+def _removal(
+    root: str, path: Path, rel: str, digest: Digest | None, reason: str
+) -> Removal | None:
     """A Removal for a regular file or symlink at ``path``; None for anything else."""
     try:
         st = os.lstat(path)
@@ -383,7 +435,7 @@ def _removal(path: Path, rel: str, digest: Digest | None, reason: str) -> Remova
         reason = REASON_LINK if digest is not None else reason
     elif not stat.S_ISREG(st.st_mode):
         return None
-    return Removal(path, rel, digest, st.st_size, reason, (st.st_dev, st.st_ino))
+    return Removal(root, rel, digest, st.st_size, reason, (st.st_dev, st.st_ino))
 
 
 def apply_gc(
@@ -396,21 +448,66 @@ def apply_gc(
     """
     prog = progress or NULL_PROGRESS
     task = prog.task("gc: removing", plan.bytes)
-    done: list[Removal] = []
-    for r in plan.removals:
+    removals = plan.removals
+    removed = [False] * len(removals)
+    errors: list[BaseException] = []
+    stop = threading.Event()
+
+    def work(dirs: BlobDirs, start: int, step: int) -> None:
         try:
-            st = os.lstat(r.path)
-        except FileNotFoundError:
-            continue
-        except OSError:
-            st = None
-        if st is not None and (st.st_dev, st.st_ino) != r.ident:
-            continue
-        layout.delete_blob(r.path)
-        done.append(r)
-        task.advance(r.size)
+            for i in range(start, len(removals), step):
+                if stop.is_set():  # another worker failed, or we were interrupted
+                    return
+                r = removals[i]
+                removed[i] = _remove(layout, dirs, r)
+                if removed[i]:
+                    task.advance(r.size)
+        except BaseException as exc:
+            errors.append(exc)
+            stop.set()
+
+    with layout.pinned() as dirs:
+        if len(removals) < _PARALLEL_MIN:
+            work(dirs, 0, 1)
+        else:
+            # the order of removal does not matter: every file planned is unreferenced
+            workers = [threading.Thread(target=work, args=(dirs, i, _THREADS), daemon=True)
+                       for i in range(_THREADS)]
+            try:
+                for t in workers:
+                    t.start()
+                for t in workers:
+                    t.join()
+            finally:
+                # (Ctrl-C lands here, in the main thread) the directory descriptors close when
+                # this block ends: no worker may still hold one, or a reused descriptor number
+                # could point its next unlink at another directory
+                stop.set()
+                for t in workers:
+                    if t.is_alive():
+                        t.join()
     task.done()
-    return tuple(done)
+    if errors:
+        raise errors[0]
+    # in plan order whatever thread removed what, so a dry run lists what the real run removes
+    return tuple(r for r, ok in zip(removals, removed, strict=True) if ok)
+
+
+def _remove(layout: Layout, dirs: BlobDirs, r: Removal) -> bool:
+    """Remove one planned file unless it is gone or was replaced since the plan."""
+    if r.entry is not None:
+        # lstat, compare (dev, ino), unlink: relative to the directory listed
+        return dirs.remove(r.entry, r.ident)
+    try:
+        st = os.lstat(r.path)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        st = None
+    if st is not None and (st.st_dev, st.st_ino) != r.ident:
+        return False
+    layout.delete_blob(r.path)
+    return True
 
 
 def gc_layout(

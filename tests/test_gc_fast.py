@@ -1,0 +1,131 @@
+"""gc's fast paths keep its safety: pinned blob directories, the unverified head sniff, and
+removal on several threads (issue #8)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import run_cli, sh
+from dagbuild import LayoutBuilder, build_large
+
+from layouttool.errors import UnsafeInputError
+from layouttool.ops import gc as gcmod
+from layouttool.ops.gc import apply_gc, gc_layout, plan_gc
+from layouttool.ops.verify import verify_layout
+from layouttool.store import BlobDirs, Layout
+
+
+@pytest.fixture
+def b(tmp_path: Path) -> LayoutBuilder:
+    return LayoutBuilder(tmp_path / "oci")
+
+
+def test_many_removals_on_threads_are_exactly_the_orphans_in_plan_order(
+    tmp_path: Path, umoci: str
+) -> None:
+    # enough orphans for the threaded path (untagged images: their manifests, configs, layers)
+    b = build_large(tmp_path / "oci", images=6, orphan_images=30)
+    orphans = b.stored() - b.expected_kept()
+    assert len(orphans) >= gcmod._PARALLEL_MIN
+    shutil.copytree(b.root, tmp_path / "twin", symlinks=True)
+    dry = json.loads(run_cli("gc", "-n", "--json", tmp_path / "twin").stdout)
+    real = run_cli("gc", "--json", b.root)
+    assert real.code == 0, real.stderr
+    out = json.loads(real.stdout)
+    assert out["removed"] == dry["removed"]  # same files, same order
+    assert {r["digest"] for r in out["removed"]} == {str(d) for d in orphans}
+    assert b.stored() == b.expected_kept()
+    assert gc_layout(b.root).count == 0
+    assert verify_layout(b.root).ok
+    sh(umoci, "ls", "--layout", b.root)
+
+
+def test_apply_leaves_alone_a_file_replaced_after_the_plan(b: LayoutBuilder) -> None:
+    b.add_root(b.image(1), "a")
+    stray, other = b.orphan(b"stray bytes"), b.orphan(b"other bytes")
+    layout = Layout.open(b.root)
+    plan = plan_gc(layout)
+    p = b.blob_path(stray)
+    fresh = p.with_name("fresh")
+    fresh.write_bytes(b"stray bytes")  # written while the old file exists: another inode
+    fresh.replace(p)  # same name and content, a new write (as an import would rename it in)
+    done = apply_gc(layout, plan)
+    assert [r.digest for r in done] == [other]
+    assert p.exists() and not b.blob_path(other).exists()
+    assert verify_layout(b.root).ok
+
+
+def test_apply_follows_no_alg_directory_swapped_for_a_symlink(
+    b: LayoutBuilder, tmp_path: Path
+) -> None:
+    b.add_root(b.image(1), "a")
+    stray = b.orphan(b"stray")
+    layout = Layout.open(b.root)
+    plan = plan_gc(layout)
+    # between plan and apply (another tool, no lock): blobs/sha256 becomes a symlink to a copy
+    real = b.root / "blobs" / "sha256"
+    moved = tmp_path / "moved-sha256"
+    real.rename(moved)
+    real.symlink_to(moved)
+    assert apply_gc(layout, plan) == ()
+    assert (moved / stray.encoded).exists()
+
+
+@pytest.mark.parametrize("empty_index", [True, False])
+def test_a_symlinked_blobs_directory_is_refused(
+    b: LayoutBuilder, tmp_path: Path, empty_index: bool
+) -> None:
+    if not empty_index:
+        b.add_root(b.image(1), "a")
+    b.orphan(b"outside, must survive")
+    # blobs/ points outside the layout: listing through it would make gc delete files there
+    outside = tmp_path / "elsewhere"
+    (b.root / "blobs").rename(outside)
+    (b.root / "blobs").symlink_to(outside)
+    before = sorted(p.name for p in (outside / "sha256").iterdir())
+    res = run_cli("gc", b.root)
+    assert res.code == UnsafeInputError.exit_code, res.stderr
+    assert "blobs is a symlink" in res.stderr
+    assert sorted(p.name for p in (outside / "sha256").iterdir()) == before
+
+
+def test_a_referrer_behind_more_whitespace_than_the_sniff_is_kept(b: LayoutBuilder) -> None:
+    img = b.image(1)
+    b.add_root(img, "a")
+    pad = b" \n\t" * gcmod._SNIFF  # JSON allows any amount of leading whitespace
+    ref = b.orphan(pad + json.dumps({"subject": img}).encode())
+    blank = b.orphan(b" " * (gcmod._SNIFF * 2))  # all whitespace: not JSON, so not kept
+    res = gc_layout(b.root)
+    assert res.referrers == (ref,)
+    assert [r.digest for r in res.removed] == [blank]
+    assert verify_layout(b.root).ok
+
+
+def test_layers_are_not_hashed_and_configs_without_subject_not_verified(
+    b: LayoutBuilder,
+) -> None:
+    # an orphan layer and an orphan JSON document whose bytes do not match their names: gc
+    # decides from their first bytes / lack of a subject and never reads them verified
+    layer, doc = b.orphan(b"\x1f\x8b" + os.urandom(4096)), b.orphan(b'{"config": 1}')
+    b.add_root(b.image(1), "a")
+    for d in (layer, doc):
+        p = b.blob_path(d)
+        p.write_bytes(p.read_bytes()[:-1] + b"!")  # corrupt, same size
+    opened: list[str] = []
+    real_open = BlobDirs.open_blob
+
+    def spy(self: BlobDirs, digest, size=None):  # type: ignore[no-untyped-def]
+        opened.append(str(digest))
+        return real_open(self, digest, size)
+
+    BlobDirs.open_blob = spy  # type: ignore[method-assign]
+    try:
+        res = gc_layout(b.root)
+    finally:
+        BlobDirs.open_blob = real_open  # type: ignore[method-assign]
+    assert {r.digest for r in res.removed} == {layer, doc}
+    assert opened and str(layer) not in opened and str(doc) not in opened
