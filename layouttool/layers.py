@@ -179,6 +179,8 @@ def spool_layer(
                 f"{what}: uncompressed content hashes to {diff_id}, but the config's "
                 f"diff_id is {expected_diff_id}"
             )
+        # closed now, committed later: a pending layer keeps no file descriptor open
+        w.seal()
     except BaseException:
         w.abort()
         raise

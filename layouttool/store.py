@@ -131,6 +131,7 @@ class BlobWriter:
             raise from_oserror(exc, "create temp file", self._tmp) from exc
         self._fh = os.fdopen(fd, "wb", buffering=0)
         self._done = False
+        self._sealed = False
 
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Append ``data`` to the blob."""
@@ -193,6 +194,24 @@ class BlobWriter:
         except OSError as exc:
             raise from_oserror(exc, "copy blob", self._tmp) from exc
 
+    def seal(self) -> None:
+        """No more writes: fsync the temp file and close it, keeping it for :meth:`commit`.
+
+        A sealed writer holds no file descriptor, so a caller may keep any number of finished
+        blobs waiting (a streamed ``docker save`` tarball whose ``manifest.json`` comes after
+        hundreds of layers) without reaching the open-files limit; the fsync also runs here,
+        in the thread that wrote the blob, rather than one after another at commit time.
+        """
+        if self._sealed or self._done:
+            return
+        try:
+            os.fsync(self._fh.fileno())
+            self._fh.close()
+        except OSError as exc:
+            self.abort()
+            raise from_oserror(exc, "flush blob", self._tmp) from exc
+        self._sealed = True
+
     def commit(self) -> BlobInfo:
         """Finish: fsync, check the expected digest, rename into place. Idempotent store."""
         digest = Digest.from_hasher(self._alg, self._hasher)
@@ -203,8 +222,9 @@ class BlobWriter:
             )
         final = self._layout.blob_path(digest)
         try:
-            os.fsync(self._fh.fileno())
-            self._fh.close()
+            if not self._sealed:
+                os.fsync(self._fh.fileno())
+                self._fh.close()
             final.parent.mkdir(parents=True, exist_ok=True)
             # A blob that is already there is replaced by bytes we have just hashed: never
             # trusted by name or size alone (and a corrupt copy is repaired).

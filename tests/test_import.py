@@ -699,3 +699,25 @@ def test_layer_digest_does_not_depend_on_read_sizes(tmp_path: Path) -> None:
         for seed in range(4)
     }
     assert len(digests) == 1
+
+
+def test_a_streamed_tarball_with_more_layers_than_open_files(tmp_path: Path) -> None:
+    """Layers that arrive before manifest.json wait for it as closed temp files: a stream with
+    200 layers imports under an open-files limit of 64 (each waiting layer used to hold a
+    descriptor, so a tarball with more layers than the limit failed with EMFILE)."""
+    layers = [layer((f"f{i}", f"layer {i}\n")) for i in range(200)]
+    src = write(tmp_path, docker_save([{"tags": ["tall:1"], "layers": layers}]))
+    out = tmp_path / "oci"
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_NOFILE, (64, 64))"
+    with src.open("rb") as stdin:
+        proc = subprocess.run(
+            [str(REPO / ".venv" / "bin" / "python"), "-c",
+             f"{limit}; import sys; from layouttool.cli import main; sys.exit(main())",
+             "from-docker-save", "-", "-o", str(out), "--json"],
+            stdin=stdin, capture_output=True, check=False,
+        )
+    assert proc.returncode == 0, proc.stderr
+    doc = json.loads(proc.stdout)
+    assert doc["streamed"] is True
+    assert len(doc["images"][0]["layers"]) == 200
+    assert_verified(out)
