@@ -24,9 +24,21 @@ def b(tmp_path: Path) -> LayoutBuilder:
     return LayoutBuilder(tmp_path / "oci")
 
 
+@pytest.mark.parametrize("slow_unlinks", [True, False])
 def test_many_removals_on_threads_are_exactly_the_orphans_in_plan_order(
-    tmp_path: Path, umoci: str
+    tmp_path: Path, umoci: str, monkeypatch: pytest.MonkeyPatch, slow_unlinks: bool
 ) -> None:
+    """Whether the first removals look slow (a disk with synchronous discards: threads) or not
+    (tmpfs: one thread), the same files go, in plan order."""
+    monkeypatch.setattr(gcmod, "_SLOW_S", 0.0 if slow_unlinks else 60.0)
+    started: list[int] = []
+
+    class Counted(gcmod.threading.Thread):
+        def start(self) -> None:
+            started.append(1)
+            super().start()
+
+    monkeypatch.setattr(gcmod.threading, "Thread", Counted)
     # enough orphans for the threaded path (untagged images: their manifests, configs, layers)
     b = build_large(tmp_path / "oci", images=6, orphan_images=30)
     orphans = b.stored() - b.expected_kept()
@@ -38,6 +50,7 @@ def test_many_removals_on_threads_are_exactly_the_orphans_in_plan_order(
     out = json.loads(real.stdout)
     assert out["removed"] == dry["removed"]  # same files, same order
     assert {r["digest"] for r in out["removed"]} == {str(d) for d in orphans}
+    assert len(started) == (gcmod._THREADS if slow_unlinks else 0)
     assert b.stored() == b.expected_kept()
     assert gc_layout(b.root).count == 0
     assert verify_layout(b.root).ok

@@ -38,6 +38,7 @@ import contextlib
 import os
 import stat
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -66,11 +67,16 @@ SKIP_UNWALKED: Final = "kept but not walked (--force)"
 
 #: how many leading bytes are looked at to decide whether a blob may be a JSON document
 _SNIFF: Final = 64
-#: removals run on this many threads when there are at least _PARALLEL_MIN of them: an unlink
-#: on ext4 (mounted with discard) waits ~0.16 ms off-CPU; threads overlap those waits (1450
-#: blobs of the bench: 250-360 ms on 1 thread, 200-250 ms on 4, 185-200 ms on 8)
+#: removals run on this many threads when there are at least _PARALLEL_MIN of them and the
+#: first _PROBE, done in order, took over _SLOW_S each: an unlink on ext4 mounted with discard
+#: waits ~0.2 ms for a synchronous discard, off-CPU; threads overlap those waits (1450 blobs of
+#: the bench: 250-360 ms on 1 thread, 200-250 ms on 4, 185-200 ms on 8). Where an unlink is
+#: a few microseconds of CPU (tmpfs, ext4 without discard) threads only add GIL hand-offs
+#: (1450 blobs on tmpfs: ~50 ms on 8 threads, ~15 ms on one), so they are not started.
 _THREADS: Final = 8
 _PARALLEL_MIN: Final = 64
+_PROBE: Final = 16
+_SLOW_S: Final = 50e-6
 _JSON_WS: Final = b" \t\r\n"
 
 
@@ -453,9 +459,9 @@ def apply_gc(
     errors: list[BaseException] = []
     stop = threading.Event()
 
-    def work(dirs: BlobDirs, start: int, step: int) -> None:
+    def work(dirs: BlobDirs, start: int, step: int, end: int = len(removals)) -> None:
         try:
-            for i in range(start, len(removals), step):
+            for i in range(start, end, step):
                 if stop.is_set():  # another worker failed, or we were interrupted
                     return
                 r = removals[i]
@@ -467,12 +473,16 @@ def apply_gc(
             stop.set()
 
     with layout.pinned() as dirs:
-        if len(removals) < _PARALLEL_MIN:
-            work(dirs, 0, 1)
+        probe = min(_PROBE, len(removals))
+        t0 = time.perf_counter()
+        work(dirs, 0, 1, probe)
+        slow = (time.perf_counter() - t0) > _SLOW_S * probe
+        if errors or len(removals) < _PARALLEL_MIN or not slow:
+            work(dirs, probe, 1)
         else:
             # the order of removal does not matter: every file planned is unreferenced
-            workers = [threading.Thread(target=work, args=(dirs, i, _THREADS), daemon=True)
-                       for i in range(_THREADS)]
+            workers = [threading.Thread(target=work, args=(dirs, probe + i, _THREADS),
+                                        daemon=True) for i in range(_THREADS)]
             try:
                 for t in workers:
                     t.start()
