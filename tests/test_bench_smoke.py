@@ -251,3 +251,20 @@ def test_set_aside_defers_deletion_and_falls_back_when_disk_is_short(
     bench_run.set_aside(out, trash, case)
     assert not out.exists() and len(list(trash.iterdir())) == 2
     assert len(case.notes) == 1 and "low disk space" in case.notes[0]
+
+
+def test_settle_waits_out_a_recent_mass_delete(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A disk case right after a run deleted its trees waits until ext4 stops scanning the
+    freed inodes; an old or missing marker costs nothing."""
+    slept: list[float] = []
+    monkeypatch.setattr(bench_run.time, "sleep", slept.append)
+    marker = tmp_path / bench_run.MASS_DELETE_MARKER
+    bench_run.settle(marker)  # no marker
+    marker.write_text(f"{bench_run.time.time() - 2 * bench_run.SETTLE_S}\n")
+    bench_run.settle(marker)  # long ago
+    assert slept == []
+    marker.write_text(f"{bench_run.time.time() - 30}\n")
+    bench_run.settle(marker)
+    assert len(slept) == 1 and bench_run.SETTLE_S - 31 < slept[0] <= bench_run.SETTLE_S - 30
