@@ -36,8 +36,10 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     template = root / "template"
     layout = make_layout(template, [random_image(rng, [f"small{i}:1"], layers=1, files=1)
                                     for i in range(2)])
-    # random bytes do not compress: each MiB costs real time in gzip/zstd and hashing
-    add_image(layout, random_image(rng, ["big:1"], layers=2, files=3, size=3 << 20))
+    # random bytes do not compress: each MiB costs real time in gzip/zstd and hashing. 18 MiB
+    # once converted in 0.1 s, so the signal 0.08 s after the first write landed after the
+    # work was done (exit 0, a flaky CI failure); 72 MiB keeps convert writing for ~0.4 s
+    add_image(layout, random_image(rng, ["big:1"], layers=2, files=3, size=12 << 20))
     tarball = root / "big.tar"
     # big enough that the import is still writing 0.08 s after its first write on a quiet
     # machine (a faster importer once made the signal land after the work was done)
