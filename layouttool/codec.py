@@ -44,9 +44,15 @@ BZIP2_MAGIC: Final = b"BZh"
 _ZSTD_SKIPPABLE_LOW: Final = 0x184D2A50
 
 DEFAULT_GZIP_LEVEL: Final = 2
-DEFAULT_ZSTD_LEVEL: Final = 3
+DEFAULT_ZSTD_LEVEL: Final = 2
 #: zstd multi-threaded job size (bounds memory per worker; part of what fixes the output)
 ZSTD_JOB_SIZE: Final = 2 << 20
+#: zstd window (log2; 16 MiB) with long-distance matching, as ``zstd --long=24``: a layer
+#: repeats content far apart (libraries, binaries, copies). Measured on 420 MB sampled from a
+#: Debian root (README, Performance): level 2 with it is 3 % smaller than plain level 3 and takes
+#: a quarter less CPU. Decoders accept windows up to 128 MiB by default (libzstd, Go's
+#: klauspost/compress), so every reader of layers decodes it.
+ZSTD_WINDOW_LOG: Final = 24
 #: gzip block size: each block is deflated on its own (with the previous 32 KiB as dictionary);
 #: part of what fixes the output, so changing it changes every gzip layer's digest
 GZIP_BLOCK_SIZE: Final = 1 << 20
@@ -517,11 +523,19 @@ class _ZstdEncoder:
         import zstandard
 
         # threads >= 1 selects zstd's multi-threaded mode, whose output is the same whatever
-        # the number of workers: the digest of a layer does not depend on the machine. A fixed
-        # 2 MiB job size bounds memory (zstd's default job of several windows took ~40 MiB
-        # per worker, so a parallel import passed 200 MiB) for ~1.5 % larger output.
+        # the number of workers (long-distance matching runs serially ahead of the workers):
+        # the digest of a layer does not depend on the machine. A fixed 2 MiB job size bounds
+        # memory (zstd's default job of several windows took ~40 MiB per worker, so a
+        # parallel import passed 200 MiB) for ~1.5 % larger output. The window is never
+        # made smaller than the level's own (levels 20-22 use 32-128 MiB).
+        base = zstandard.ZstdCompressionParameters.from_level(level)
         params = zstandard.ZstdCompressionParameters.from_level(
-            level, threads=max(1, threads), write_checksum=0, job_size=ZSTD_JOB_SIZE
+            level,
+            threads=max(1, threads),
+            write_checksum=0,
+            job_size=ZSTD_JOB_SIZE,
+            enable_ldm=1,
+            window_log=max(base.window_log, ZSTD_WINDOW_LOG),
         )
         self._obj = zstandard.ZstdCompressor(compression_params=params).compressobj()
 

@@ -7,6 +7,7 @@ import gzip
 import io
 import lzma
 import os
+import random
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 
@@ -330,6 +331,29 @@ def test_zstd_output_does_not_depend_on_threads(threads: int) -> None:
     one = _zstd_with_threads(data, 1)
     assert _zstd_with_threads(data, threads) == one
     assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(one)).read() == data
+
+
+@pytest.mark.parametrize("threads", [2, 4])
+def test_zstd_long_distance_output_does_not_depend_on_threads(threads: int) -> None:
+    # long-distance matching in multi-threaded mode: a repeat 12 MiB back, many jobs long
+    rnd = random.Random(7)
+    block = rnd.randbytes(3 << 20)
+    data = block + rnd.randbytes(9 << 20) + block
+    one = _zstd_with_threads(data, 1)
+    assert _zstd_with_threads(data, threads) == one
+    assert zstandard.ZstdDecompressor().stream_reader(io.BytesIO(one)).read() == data
+
+
+def test_zstd_finds_repeats_a_16_mib_window_apart() -> None:
+    # a layer repeats content far apart (a library, a copy): the window and long-distance
+    # matching find the second copy 12 MiB after the first, which a 2 MiB window cannot
+    rnd = random.Random(8)
+    block = rnd.randbytes(1 << 20)
+    data = block + rnd.randbytes(11 << 20) + block
+    out = _zstd_with_threads(data, 2)
+    assert len(out) < len(data) - (1 << 20) + (64 << 10)
+    params = zstandard.get_frame_parameters(out)
+    assert params.window_size == 16 << 20
 
 
 def _zstd_with_threads(data: bytes, threads: int) -> bytes:

@@ -9,12 +9,16 @@ and uncompressed forms.
 
 from __future__ import annotations
 
+import gzip
+import hashlib
 import json
+import random
 from pathlib import Path
 from typing import Any
 
 import pytest
 from conftest import run_cli, sh, shared_fixture
+from layerbuild import build_layer
 from test_convert import (
     CONFIG_DIGEST,
     UNCOMPRESSED_DIFF_ID,
@@ -160,3 +164,28 @@ def test_umoci_unpacks_built_image_after_round_trip(umoci: str, tmp_path: Path) 
         convert(layout.root, *step)
     assert umoci_tree(umoci, f"{layout.root}:app", tmp_path / "b1") == reference
     assert_verified(layout.root)
+
+
+def test_skopeo_decompresses_our_long_window_zstd(skopeo: str, tmp_path: Path) -> None:
+    """Our zstd layers use a 16 MiB window and long-distance matching: skopeo's decoder
+    (klauspost/compress) must decompress them. skopeo recompresses to gzip, which makes it
+    decode every byte; the result must have our diff_id."""
+    rnd = random.Random(24)
+    part = rnd.randbytes(1 << 20)
+    # a repeat 12 MiB back: found only through the long window
+    pad = rnd.randbytes(11 << 20)
+    tar = build_layer([{"name": "a", "data": part}, {"name": "pad", "data": pad},
+                       {"name": "b", "data": part}])
+    layout = Layout.init(tmp_path / "l")
+    set_index(layout, [named(add_image(layout, [tar], compression=Compression.NONE), "img")])
+    out = convert(layout.root, "--compression", "zstd")
+    layer = out["images"][0]["layers"][0]["new"]
+    assert layer["size"] < len(tar) - (1 << 20) + (64 << 10)
+    dest = tmp_path / "gz"
+    sh(skopeo, "copy", "-q", "--dest-compress-format", "gzip", f"oci:{layout.root}:img",
+       f"oci:{dest}:img")
+    raw = json.loads(sh(skopeo, "inspect", "--raw", f"oci:{dest}:img").stdout)
+    gz = (dest / "blobs" / "sha256" / raw["layers"][0]["digest"][7:]).read_bytes()
+    assert gz[:2] == b"\x1f\x8b"
+    diff_id = out["images"][0]["layers"][0]["diffID"]
+    assert "sha256:" + hashlib.sha256(gzip.decompress(gz)).hexdigest() == diff_id

@@ -26,7 +26,9 @@ from layouttool.ops.convert import Format, convert_image
     help="Recompress every layer that is not already in this compression.",
 )
 @click.option(
-    "--level", type=int, help="Compression level (gzip 0-9, default 2; zstd 1-19, default 3)."
+    "--level",
+    type=int,
+    help="Compression level (gzip 0-9, default 2; zstd 1-22, default 2, 16 MiB window).",
 )
 @click.option(
     "--format",

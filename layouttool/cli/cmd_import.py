@@ -26,7 +26,11 @@ from layouttool.ops.importer import import_docker_save
     show_default=True,
     help="Compression of the stored layers.",
 )
-@click.option("--level", type=int, help="Compression level (gzip 0-9, zstd 1-22).")
+@click.option(
+    "--level",
+    type=int,
+    help="Compression level (gzip 0-9, default 2; zstd 1-22, default 2, 16 MiB window).",
+)
 @click.option(
     "--format",
     "fmt",
