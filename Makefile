@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: all venv demo test test-quick lint bench bench-quick clean
+.PHONY: all venv demo test test-quick lint bench bench-quick bench-codecs clean
 
 all: test
 
@@ -47,6 +47,11 @@ bench-quick: $(STAMP)
 	$(PY) -m compileall -q layouttool
 	$(PY) bench/run.py --quick
 	$(PY) bench/registry_bench.py --size-mb 32 --rounds 1
+
+# codec settings on a sample of this machine's /usr and on the generated image (why the
+# defaults are what they are; see README, Performance)
+bench-codecs: $(STAMP)
+	$(PY) bench/codecs.py --synthetic $(wildcard bench/out/cache/image-*/layers/*.tar)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out bench/out .pytest_cache .mypy_cache .ruff_cache
