@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import random
 import sys
 import tarfile
 from pathlib import Path
@@ -268,3 +269,19 @@ def test_settle_waits_out_a_recent_mass_delete(
     marker.write_text(f"{bench_run.time.time() - 30}\n")
     bench_run.settle(marker)
     assert len(slept) == 1 and bench_run.SETTLE_S - 31 < slept[0] <= bench_run.SETTLE_S - 30
+
+
+def test_codec_bench_models_the_encoders_we_ship() -> None:
+    """bench/codecs.py must measure what the importer writes: its gzip and default zstd
+    settings give the same sizes as layouttool's own encoders."""
+    from bench import codecs as bench_codecs
+
+    from layouttool.codec import Compression, new_encoder
+
+    data = gen.Content(random.Random(3), 1 << 20).text_bytes(3 << 20)
+    enc = new_encoder(Compression.GZIP, 2)
+    ours = enc.compress(data) + enc.flush()
+    # gzip header (10) + deflate blocks + empty final block (2) + CRC and size (8)
+    assert bench_codecs.gzip_blocks(2)(data) == len(ours) - 20
+    zenc = new_encoder(Compression.ZSTD, None, 2)
+    assert bench_codecs.zstd(2, long=True)(data) == len(zenc.compress(data) + zenc.flush())
