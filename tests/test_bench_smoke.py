@@ -275,7 +275,6 @@ def test_codec_bench_models_the_encoders_we_ship() -> None:
     """bench/codecs.py must measure what the importer writes: its gzip and default zstd
     settings give the same sizes as layouttool's own encoders."""
     from bench import codecs as bench_codecs
-
     from layouttool.codec import Compression, new_encoder
 
     data = gen.Content(random.Random(3), 1 << 20).text_bytes(3 << 20)
