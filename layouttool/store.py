@@ -25,6 +25,7 @@ import errno
 import fcntl
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -431,6 +432,8 @@ class BlobDirs:
         self.layout = layout
         self._base = f"{layout.root}/{BLOBS_DIR}"
         self._algs: dict[str, int | None] = {}
+        # gc removes on several threads: two opening the same <alg>/ must not both keep one
+        self._algs_lock = threading.Lock()
         self._blobs: int | None = None
         try:
             self._blobs = os.open(self._base, self._DIR_FLAGS)
@@ -449,15 +452,18 @@ class BlobDirs:
         directory."""
         if alg in self._algs:
             return self._algs[alg]
-        fd: int | None = None
-        if self._blobs is not None:
-            try:
-                fd = os.open(alg, self._DIR_FLAGS, dir_fd=self._blobs)
-            except OSError as exc:
-                if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
-                    raise from_oserror(exc, "open", f"{self._base}/{alg}") from exc
-        self._algs[alg] = fd
-        return fd
+        with self._algs_lock:
+            if alg in self._algs:
+                return self._algs[alg]
+            fd: int | None = None
+            if self._blobs is not None:
+                try:
+                    fd = os.open(alg, self._DIR_FLAGS, dir_fd=self._blobs)
+                except OSError as exc:
+                    if exc.errno not in (errno.ENOENT, errno.ELOOP, errno.ENOTDIR):
+                        raise from_oserror(exc, "open", f"{self._base}/{alg}") from exc
+            self._algs[alg] = fd
+            return fd
 
     def scan(self) -> list[BlobEntry]:
         """Every name in ``blobs/`` and in its ``<alg>/`` directories, sorted; no ``stat``.
@@ -525,7 +531,14 @@ class BlobDirs:
         try:
             if not stat.S_ISREG(os.fstat(f).st_mode):
                 return None
-            return os.read(f, n)
+            # one read may return less than asked (NFS, FUSE): gc would then miss a referrer's
+            # "subject" and delete it, so read until n bytes or the end of the file
+            parts: list[bytes] = []
+            got = 0
+            while got < n and (data := os.read(f, n - got)):
+                parts.append(data)
+                got += len(data)
+            return b"".join(parts)
         except OSError as exc:
             raise from_oserror(exc, "read blob", f"{self.layout.root}/{entry.rel}") from exc
         finally:
@@ -639,13 +652,43 @@ class Layout:
         """Our private directory inside the layout (locks, temp files)."""
         return self.root / STATE_DIR
 
+    def _private_dir(self, *parts: str, create: bool = True) -> Path | None:
+        """``.layouttool[/PARTS...]``, each part a real directory (made when missing and
+        ``create``; else None when missing).
+
+        A part that is a symlink is refused (exit 6), as :class:`BlobDirs` refuses a symlinked
+        ``blobs``: a layout from an untrusted tarball with ``.layouttool/tmp -> $HOME`` would
+        otherwise have gc delete ``$HOME/tmp-*`` and writers put temp files there.
+        """
+        d = self.root
+        for part in (STATE_DIR, *parts):
+            d = d / part
+            try:
+                st = os.lstat(d)
+            except FileNotFoundError:
+                if not create:
+                    return None
+                try:
+                    d.mkdir()
+                    continue
+                except FileExistsError:
+                    st = os.lstat(d)  # made meanwhile by another process: check it
+                except OSError as exc:
+                    raise from_oserror(exc, "create directory", d) from exc
+            except OSError as exc:
+                raise from_oserror(exc, "stat", d) from exc
+            if not stat.S_ISDIR(st.st_mode):
+                raise UnsafeInputError(
+                    f"layout {self.root}: {d.relative_to(self.root)} is a symlink or not a "
+                    "directory; refusing to follow it (remove it: it only holds layouttool's "
+                    "locks and temp files)"
+                )
+        return d
+
     def tmp_dir(self) -> Path:
         """Where temp files are written (same filesystem as the blobs, so rename is atomic)."""
-        d = self.state_dir / "tmp"
-        try:
-            d.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise from_oserror(exc, "create directory", d) from exc
+        d = self._private_dir("tmp")
+        assert d is not None  # created when missing
         return d
 
     def blob_path(self, digest: Digest) -> Path:
@@ -654,8 +697,9 @@ class Layout:
 
     @contextlib.contextmanager
     def _flock(self, name: str, mode: int, *, wait: bool = True) -> Iterator[None]:
-        self.state_dir.mkdir(exist_ok=True)
-        path = self.state_dir / name
+        state = self._private_dir()
+        assert state is not None  # created when missing
+        path = state / name
         try:
             fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
@@ -824,7 +868,9 @@ class Layout:
 
     def tmp_files(self) -> list[Path]:
         """Temp files left in our state directory (by interrupted writes, when unlocked)."""
-        d = self.state_dir / "tmp"
+        d = self._private_dir("tmp", create=False)
+        if d is None:
+            return []
         try:
             return sorted(p for p in d.iterdir() if p.name.startswith(TMP_PREFIX))
         except FileNotFoundError:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import threading
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,75 @@ def test_a_symlinked_blobs_directory_is_refused(
     assert res.code == UnsafeInputError.exit_code, res.stderr
     assert "blobs is a symlink" in res.stderr
     assert sorted(p.name for p in (outside / "sha256").iterdir()) == before
+
+
+@pytest.mark.parametrize("link", [".layouttool", ".layouttool/tmp"])
+def test_a_symlinked_state_directory_is_refused(
+    b: LayoutBuilder, tmp_path: Path, link: str
+) -> None:
+    """A layout from an untrusted tarball with ``.layouttool/tmp -> $HOME``: gc once deleted
+    every ``tmp-*`` file there as "temp files of interrupted writes"; writers would have put
+    their temp files there. Both refuse now (exit 6) and touch nothing outside."""
+    b.add_root(b.image(1), "a")
+    b.write_index()
+    outside = tmp_path / "home"
+    (outside / "tmp").mkdir(parents=True)
+    precious = [outside / "tmp-precious.db", outside / "tmp" / "tmp-precious.db"]
+    for p in precious:
+        p.write_text("user data")
+    target = b.root / link
+    shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(exist_ok=True)
+    target.symlink_to(outside)
+    before = sorted(p.name for p in outside.rglob("*"))
+    for args in (("gc", b.root), ("tag", f"{b.root}:a", "b")):
+        res = run_cli(*args)
+        assert res.code == UnsafeInputError.exit_code, res.stderr
+        assert res.stderr.startswith("layouttool: error: ")
+        assert "is a symlink or not a directory" in res.stderr
+    assert sorted(p.name for p in outside.rglob("*")) == before
+    assert all(p.read_text() == "user data" for p in precious)
+
+
+def test_a_short_read_does_not_hide_a_referrers_subject(
+    b: LayoutBuilder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A read may return fewer bytes than asked (NFS, FUSE): the sniff must read on, or the
+    referrer's "subject" goes unseen and the referrer is deleted."""
+    img = b.image(1)
+    b.add_root(img, "a")
+    ref = b.referrer(img)
+    b.write_index()
+    real_read = os.read
+    monkeypatch.setattr(os, "read", lambda fd, n: real_read(fd, min(n, 7)))
+    plan = plan_gc(Layout.open(b.root))
+    assert ref["digest"] in {str(d) for d in plan.referrers}
+    assert ref["digest"] not in {str(r.digest) for r in plan.removals}
+
+
+def test_alg_directories_opened_once_from_many_threads(b: LayoutBuilder) -> None:
+    """gc's removal threads ask for blobs/<alg> at once: one descriptor each, none leaked."""
+    b.add_root(b.image(1), "a")
+    b.write_index()
+    (b.root / "blobs" / "sha512").mkdir()
+    fds_before = len(os.listdir("/proc/self/fd"))
+    for _ in range(20):
+        with BlobDirs(Layout.open(b.root)) as dirs:
+            barrier = threading.Barrier(8)
+            got: list[int | None] = []
+
+            def open_alg(dirs: BlobDirs = dirs, barrier: threading.Barrier = barrier,
+                         got: list[int | None] = got) -> None:
+                barrier.wait()
+                got.append(dirs.alg_fd("sha512"))
+
+            threads = [threading.Thread(target=open_alg) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert len(got) == 8 and len(set(got)) == 1 and got[0] is not None
+    assert len(os.listdir("/proc/self/fd")) == fds_before
 
 
 def test_a_referrer_behind_more_whitespace_than_the_sniff_is_kept(b: LayoutBuilder) -> None:
