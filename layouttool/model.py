@@ -249,7 +249,7 @@ def _check_doc_media_type(doc: Mapping[str, Any], expected: str | None, what: st
         raise InvalidInputError(
             f"{what}: document says mediaType {declared!r} but its descriptor says {expected!r}"
         )
-    return declared or expected
+    return declared if declared is not None else expected
 
 
 @dataclass(frozen=True, slots=True)
@@ -336,7 +336,9 @@ def _document(
     descriptor, no fields of the other kind (CVE-2021-41190: a document must not be readable as
     both), schemaVersion 2. Returns the document, its media type and its subject."""
     doc = _obj(parse_json(raw, what), what)
-    declared = _check_doc_media_type(doc, media_type, what) or default
+    declared = _check_doc_media_type(doc, media_type, what)
+    if declared is None:  # an empty string is a (wrong) media type, not a missing one
+        declared = default
     if any(k in doc for k in forbidden):
         fields = (
             f"a {forbidden[0]!r} field"

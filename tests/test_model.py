@@ -139,6 +139,9 @@ def test_manifest_unknown_fields_survive_a_rewrite() -> None:
         (manifest_doc(manifests=[]), None, "must not have a 'manifests' field"),
         (manifest_doc(mediaType=mt.MT_OCI_INDEX), None, "is not an image manifest"),
         (manifest_doc(mediaType=mt.MT_OCI_INDEX), mt.MT_OCI_INDEX, "not an image manifest"),
+        # an empty media type is a wrong one, not a missing one (no default applies)
+        (manifest_doc(mediaType=...), "", "'' is not an image manifest"),
+        (manifest_doc(mediaType=""), None, "'' is not an image manifest"),
         ([], None, "expected a JSON object"),
         ("x", None, "expected a JSON object"),
     ],
@@ -192,6 +195,7 @@ def test_index_manifests_null_reads_as_empty() -> None:
         (index_doc(manifests={}), None, "'manifests' must be a list"),
         (index_doc(manifests=[desc(digest="sha256:AB")]), None, "invalid"),
         (index_doc(schemaVersion="2"), None, "schemaVersion must be 2"),
+        (index_doc(mediaType=...), "", "'' is not an index media type"),
     ],
 )
 def test_index_is_strict(doc: Any, media_type: str | None, message: str) -> None:
