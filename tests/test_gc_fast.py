@@ -58,6 +58,46 @@ def test_many_removals_on_threads_are_exactly_the_orphans_in_plan_order(
     sh(umoci, "ls", "--layout", b.root)
 
 
+def test_a_second_ctrl_c_still_waits_for_every_removal_thread(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pinned directory descriptors close when apply_gc leaves: no worker may still be
+    about to unlink through one (its number could be reused by then), even when the user
+    presses Ctrl-C twice."""
+    monkeypatch.setattr(gcmod, "_SLOW_S", 0.0)
+    started: list[threading.Thread] = []
+    interrupts = [2]
+
+    class Interrupted(gcmod.threading.Thread):
+        def start(self) -> None:
+            started.append(self)
+            super().start()
+
+        def join(self, timeout: float | None = None) -> None:
+            if interrupts[0]:  # Ctrl-C while waiting, then again while cleaning up
+                interrupts[0] -= 1
+                raise KeyboardInterrupt
+            super().join(timeout)
+
+    real_remove = gcmod._remove
+
+    def slow_remove(*args: object, **kw: object) -> bool:
+        gcmod.time.sleep(0.002)
+        return real_remove(*args, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(gcmod.threading, "Thread", Interrupted)
+    monkeypatch.setattr(gcmod, "_remove", slow_remove)
+    b = build_large(tmp_path / "oci", images=2, orphan_images=30)
+    layout = Layout.open(b.root)
+    plan = plan_gc(layout)
+    with pytest.raises(KeyboardInterrupt):
+        apply_gc(layout, plan)
+    assert interrupts == [0] and len(started) == gcmod._THREADS
+    assert not any(t.is_alive() for t in started)
+    assert gc_layout(b.root).count > 0  # stopped early: the rest is still there to collect
+    assert b.stored() == b.expected_kept()
+
+
 def test_apply_leaves_alone_a_file_replaced_after_the_plan(b: LayoutBuilder) -> None:
     b.add_root(b.image(1), "a")
     stray, other = b.orphan(b"stray bytes"), b.orphan(b"other bytes")

@@ -494,8 +494,13 @@ def apply_gc(
                 # could point its next unlink at another directory
                 stop.set()
                 for t in workers:
-                    if t.is_alive():
-                        t.join()
+                    while t.is_alive():
+                        try:
+                            t.join()
+                        except KeyboardInterrupt:
+                            # a second Ctrl-C must not leave this block early: the workers
+                            # stop after at most one unlink each, then the first one propagates
+                            continue
     task.done()
     if errors:
         raise errors[0]
