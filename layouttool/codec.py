@@ -634,6 +634,8 @@ class _BlockGzipEncoder:
             while len(self._buf) >= GZIP_BLOCK_SIZE:
                 self._submit(bytes(self._buf[:GZIP_BLOCK_SIZE]))
                 del self._buf[:GZIP_BLOCK_SIZE]
+                # one large call must not queue all of its blocks at once (memory)
+                self._drain(out, everything=False)
         self._drain(out, everything=False)
         return b"".join(out)
 

@@ -10,6 +10,7 @@ import os
 import random
 import zlib
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 import zstandard
@@ -298,6 +299,24 @@ def test_gzip_output_does_not_depend_on_threads(
     d = zlib.decompressobj(31)
     assert d.decompress(default) == _BLOCKY
     assert d.eof and d.unused_data == b""  # one member, nothing after it
+
+
+def test_gzip_one_large_call_keeps_few_blocks_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Memory stays bounded whatever the caller passes: a 24 MiB compress() call never has
+    more than the encoder's depth (2 x CPUs) + 1 blocks queued at once."""
+    most = [0]
+    real_submit = codec._BlockGzipEncoder._submit
+
+    def submit(self: Any, block: bytes) -> None:
+        real_submit(self, block)
+        most[0] = max(most[0], len(self._pending))
+
+    monkeypatch.setattr(codec._BlockGzipEncoder, "_submit", submit)
+    data = os.urandom(1 << 20) * 24
+    enc = new_encoder(Compression.GZIP, 1)
+    blob = enc.compress(data) + enc.flush()
+    assert gzip.decompress(blob) == data
+    assert most[0] <= 2 * codec._cpus() + 1
 
 
 @pytest.mark.parametrize("level", [2, 6])
