@@ -913,6 +913,22 @@ def generate_big(cache: Path, seed: int, size_mb: int) -> BigInput:
     return big
 
 
+def big_layout(big: BigInput) -> Path | None:
+    """A gzip OCI layout of the big image, made once by skopeo (as the main image's layouts
+    are) and cached beside its tarball; None when skopeo is missing."""
+    dest = Path(big.save_tar).parent / "oci-gzip"
+    if (dest / "index.json").exists():
+        return dest
+    if not shutil.which("skopeo"):
+        return None
+    tmp = dest.with_name(dest.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    skopeo_layout(Path(big.save_tar), tmp, "gzip")
+    tmp.rename(dest)
+    return dest
+
+
 def iter_tree_files(root: Path) -> Iterator[Path]:
     """Every non-directory under ``root`` (symlinks not followed)."""
     for dirpath, dirnames, filenames in os.walk(root):

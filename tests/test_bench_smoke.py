@@ -133,6 +133,20 @@ def test_big_generator(tmp_path: Path) -> None:
     assert big.diff_id == f"sha256:{digest}"
 
 
+def test_big_layout_is_made_once_by_skopeo(
+    tmp_path: Path, skopeo: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    big = gen.generate_big(tmp_path, 3, 2)
+    layout = gen.big_layout(big)
+    assert layout is not None and verify_layout(layout).ok
+
+    def again(*args: object) -> None:
+        raise AssertionError("the cached layout was made again")
+
+    monkeypatch.setattr(gen, "skopeo_layout", again)
+    assert gen.big_layout(big) == layout
+
+
 def test_measure_reports_each_commands_own_peak_rss(tmp_path: Path) -> None:
     py = sys.executable
     big = measure([py, "-c", "b = bytearray(96 << 20); b[::4096] = b'x' * len(b[::4096])"],
