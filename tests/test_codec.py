@@ -449,3 +449,12 @@ def test_third_party_errors_never_escape() -> None:
         with pytest.raises(CorruptStreamError):
             read_all(open_decompress(io.BytesIO(blob), kind), [10])
     assert zlib.decompress(zlib.compress(b"ok")) == b"ok"
+
+
+def test_default_layer_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(codec, "_cpus", lambda: 16)
+    assert codec.default_layer_jobs(Compression.ZSTD) == 2
+    assert codec.default_layer_jobs(Compression.GZIP) == 16
+    assert codec.default_layer_jobs(None) == 16  # convert keeping each layer's compression
+    monkeypatch.setattr(codec, "_cpus", lambda: 1)
+    assert codec.default_layer_jobs(Compression.ZSTD) == 1

@@ -721,3 +721,43 @@ def test_a_streamed_tarball_with_more_layers_than_open_files(tmp_path: Path) -> 
     assert doc["streamed"] is True
     assert len(doc["images"][0]["layers"]) == 200
     assert_verified(out)
+
+
+@pytest.mark.parametrize(("target", "most"), [("zstd", 2), ("gzip", 6)])
+def test_default_jobs_write_at_most_two_zstd_layers_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, most: int
+) -> None:
+    """Each zstd encoder holds a 16 MiB window: on a 16-CPU machine the default runs 2 zstd
+    layers at once (zstd's own workers take the other CPUs), gzip layers one per CPU."""
+    import random
+    import threading
+    import time as _time
+
+    from killharness import docker_save_bytes, random_image
+
+    from layouttool import codec
+    from layouttool.ops import importer
+
+    monkeypatch.setattr(codec, "_cpus", lambda: 16)
+    running = [0]
+    peak = [0]
+    lock = threading.Lock()
+    real = importer.spool_layer
+
+    def counted(*args: Any, **kw: Any) -> Any:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        try:
+            _time.sleep(0.05)  # long enough for every job that may start to overlap
+            return real(*args, **kw)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(importer, "spool_layer", counted)
+    tar = tmp_path / "six.tar"
+    tar.write_bytes(docker_save_bytes([random_image(random.Random(6), ["six:1"], layers=6)]))
+    res = importer.import_docker_save(tar, tmp_path / "oci", compression=target)
+    assert len(res.images) == 1
+    assert peak[0] == most

@@ -44,7 +44,10 @@ from layouttool.ops.convert import Format, convert_image
     help="Convert only this platform of multi-platform indexes (the others are kept).",
 )
 @click.option(
-    "-j", "--jobs", type=click.IntRange(min=1), help="Layers converted at once (default: CPUs)."
+    "-j",
+    "--jobs",
+    type=click.IntRange(min=1),
+    help="Layers converted at once (default: one per CPU; at most 2 when writing zstd).",
 )
 @json_option
 def convert_cmd(

@@ -50,7 +50,7 @@ from layouttool.ops.importer import import_docker_save
     "-j",
     "--jobs",
     type=click.IntRange(min=1),
-    help="Layers processed at once (default: number of CPUs).",
+    help="Layers processed at once (default: one per CPU; at most 2 when writing zstd).",
 )
 @click.option(
     "--max-size",

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layouttool import mediatypes as mt
-from layouttool.codec import Compression
+from layouttool.codec import Compression, default_layer_jobs
 from layouttool.digest import Digest
 from layouttool.errors import (
     InvalidInputError,
@@ -768,7 +768,7 @@ def convert_image(
             level=level,
             fmt=format,
             platform=platform,
-            jobs=jobs if jobs and jobs > 0 else (os.cpu_count() or 1),
+            jobs=jobs if jobs and jobs > 0 else default_layer_jobs(comp),
             progress=prog,
         )
         plans = [conv.plan(e, top=True) for e in entries]

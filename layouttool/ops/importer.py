@@ -39,6 +39,7 @@ from layouttool.codec import (
     HashingReader,
     PeekReader,
     Reader,
+    default_layer_jobs,
     open_decompress,
     sniff,
 )
@@ -674,7 +675,7 @@ def import_docker_save(
         target=target,
         level=level,
         docker=docker,
-        jobs=max(1, jobs if jobs is not None else (os.cpu_count() or 1)),
+        jobs=max(1, jobs if jobs is not None else default_layer_jobs(target)),
         max_size=max_size,
         progress=progress or NULL_PROGRESS,
     )
