@@ -550,6 +550,11 @@ _pool_lock = threading.Lock()
 _pool: ThreadPoolExecutor | None = None
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (a container's CPU set, not the host's count)."""
+    return _cpus()
+
+
 def _cpus() -> int:
     """CPUs this process may run on (a container's CPU set, not the host's count)."""
     try:
@@ -606,10 +611,13 @@ class _BlockGzipEncoder:
     in flight (bounded memory: about 2 x depth MiB); results are returned in order.
     """
 
-    def __init__(self, level: int) -> None:
+    def __init__(self, level: int, threads: int) -> None:
         self._level = level
         self._pool = _block_pool()
-        self._depth = 2 * _cpus()
+        # this encoder's share of the CPUs, twice over: the blocks of all the layers encoded
+        # at once (each given CPUs / jobs) keep the pool busy, and memory stays about
+        # 2 x CPUs MiB of blocks in flight whatever the number of jobs
+        self._depth = 2 * threads
         self._pending: collections.deque[tuple[Future[tuple[bytes, int]], int]] = (
             collections.deque()
         )
@@ -666,24 +674,28 @@ class _BlockGzipEncoder:
         return b"".join(out)
 
 
-def new_encoder(compression: Compression, level: int | None = None, threads: int = 1) -> Encoder:
+def new_encoder(
+    compression: Compression, level: int | None = None, threads: int | None = None
+) -> Encoder:
     """A streaming compressor for a layer ``compression`` (NONE, GZIP or ZSTD).
 
-    gzip levels 0-3 use ISA-L; 4-9 use zlib; either way in blocks on every CPU (``threads`` is
-    for zstd). zstd levels are zstd's (1-19).
+    gzip levels 0-3 use ISA-L; 4-9 use zlib; zstd levels are zstd's (1-22). ``threads`` is this
+    encoder's share of the CPUs (default: all of them): zstd's workers, and how many gzip
+    blocks it keeps in flight on the shared pool. The output does not depend on it.
     """
+    share = _cpus() if threads is None else max(1, threads)
     if compression is Compression.NONE:
         return _Identity()
     if compression is Compression.GZIP:
         lvl = DEFAULT_GZIP_LEVEL if level is None else level
         if not 0 <= lvl <= 9:
             raise CorruptStreamError(f"gzip level {lvl} out of range 0-9")
-        return _BlockGzipEncoder(lvl)
+        return _BlockGzipEncoder(lvl, share)
     if compression is Compression.ZSTD:
         lvl = DEFAULT_ZSTD_LEVEL if level is None else level
         if not 1 <= lvl <= 22:
             raise CorruptStreamError(f"zstd level {lvl} out of range 1-22")
-        return _ZstdEncoder(lvl, threads)
+        return _ZstdEncoder(lvl, share)
     raise CorruptStreamError(f"cannot write {compression.value} layers")
 
 

@@ -301,9 +301,13 @@ def test_gzip_output_does_not_depend_on_threads(
     assert d.eof and d.unused_data == b""  # one member, nothing after it
 
 
-def test_gzip_one_large_call_keeps_few_blocks_in_flight(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("threads", [None, 1, 3])
+def test_gzip_one_large_call_keeps_few_blocks_in_flight(
+    monkeypatch: pytest.MonkeyPatch, threads: int | None
+) -> None:
     """Memory stays bounded whatever the caller passes: a 24 MiB compress() call never has
-    more than the encoder's depth (2 x CPUs) + 1 blocks queued at once."""
+    more than the encoder's depth (2 x its share of the CPUs) + 1 blocks queued at once, and
+    the output does not depend on that share."""
     most = [0]
     real_submit = codec._BlockGzipEncoder._submit
 
@@ -313,10 +317,11 @@ def test_gzip_one_large_call_keeps_few_blocks_in_flight(monkeypatch: pytest.Monk
 
     monkeypatch.setattr(codec._BlockGzipEncoder, "_submit", submit)
     data = os.urandom(1 << 20) * 24
-    enc = new_encoder(Compression.GZIP, 1)
+    enc = new_encoder(Compression.GZIP, 1, threads)
     blob = enc.compress(data) + enc.flush()
     assert gzip.decompress(blob) == data
-    assert most[0] <= 2 * codec._cpus() + 1
+    assert most[0] <= 2 * (codec._cpus() if threads is None else threads) + 1
+    assert blob == compress(Compression.GZIP, data, 1)
 
 
 @pytest.mark.parametrize("level", [2, 6])

@@ -761,3 +761,41 @@ def test_default_jobs_write_at_most_two_zstd_layers_at_once(
     res = importer.import_docker_save(tar, tmp_path / "oci", compression=target)
     assert len(res.images) == 1
     assert peak[0] == most
+
+
+@pytest.mark.parametrize(
+    ("layers", "target", "seekable", "share"),
+    [
+        (1, "gzip", True, 16),  # one layer: every CPU to its encoder
+        (6, "gzip", True, 2),  # 6 at once on 16 CPUs
+        (6, "zstd", True, 8),  # 2 at once (zstd's default), 8 workers each
+        (6, "gzip", False, 16),  # a stream is read one member after the other
+    ],
+)
+def test_each_encoder_gets_its_share_of_the_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layers: int, target: str,
+    seekable: bool, share: int
+) -> None:
+    import io
+    import random
+
+    from killharness import docker_save_bytes, random_image
+
+    from layouttool import codec
+    from layouttool.ops import importer
+
+    monkeypatch.setattr(codec, "_cpus", lambda: 16)
+    shares: list[int] = []
+    real = importer.spool_layer
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        shares.append(kw["threads"])
+        return real(*args, **kw)
+
+    monkeypatch.setattr(importer, "spool_layer", spy)
+    data = docker_save_bytes([random_image(random.Random(layers), ["x:1"], layers=layers)])
+    tar = tmp_path / "x.tar"
+    tar.write_bytes(data)
+    source: Any = tar if seekable else io.BytesIO(data)
+    importer.import_docker_save(source, tmp_path / "oci", compression=target)
+    assert shares == [share] * layers

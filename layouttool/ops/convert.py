@@ -22,7 +22,6 @@ the source is only read and every blob the result needs is copied (``copy_file_r
 
 from __future__ import annotations
 
-import os
 import time
 from concurrent.futures import FIRST_EXCEPTION, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -30,7 +29,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from layouttool import mediatypes as mt
-from layouttool.codec import Compression, default_layer_jobs
+from layouttool.codec import Compression, available_cpus, default_layer_jobs
 from layouttool.digest import Digest
 from layouttool.errors import (
     InvalidInputError,
@@ -323,7 +322,7 @@ class _Converter:
         self.blobs_written = 0
         self.bytes_in = 0
         self.bytes_out = 0
-        self._zstd_threads = 1
+        self._threads = 1
 
     def note(self, msg: str) -> None:
         self.notes.append(msg)
@@ -467,9 +466,10 @@ class _Converter:
         if not jobs:
             return
         workers = max(1, min(self.jobs, len(jobs)))
-        # cores left idle by too few layers go to zstd's own workers: its multi-threaded
-        # output is the same for any number of workers, so this changes speed, not digests
-        self._zstd_threads = max(1, (os.cpu_count() or 1) // workers)
+        # each layer's encoder gets its share of the CPUs: zstd's workers, gzip's blocks in
+        # flight (cores left idle by too few layers go to them); the output is the same for
+        # any share, so this changes speed and memory, not digests
+        self._threads = max(1, available_cpus() // workers)
         pool = ThreadPoolExecutor(max_workers=workers)
         try:
             futures: list[Future[LayerResult]] = [pool.submit(self._run_job, j) for j in jobs]
@@ -507,7 +507,7 @@ class _Converter:
                     reader,
                     target=job.target,
                     level=self.level,
-                    threads=self._zstd_threads,
+                    threads=self._threads,
                     expected_diff_id=job.expected[0] if job.expected else None,
                     declared=job.declared,
                     what=job.what,

@@ -39,6 +39,7 @@ from layouttool.codec import (
     HashingReader,
     PeekReader,
     Reader,
+    available_cpus,
     default_layer_jobs,
     open_decompress,
     sniff,
@@ -303,8 +304,12 @@ def _spool(
     raw_copy: bool,
     what: str,
     total: int | None = None,
+    alongside: int = 1,
 ) -> _Spooled:
-    """Spool one member as a layer; for ``blobs/`` members also hash (and maybe copy) it raw."""
+    """Spool one member as a layer; for ``blobs/`` members also hash (and maybe copy) it raw.
+
+    ``alongside`` is how many layers are spooled at once (this one included): the encoder
+    gets that share of the CPUs (zstd's workers, gzip's blocks in flight)."""
     claimed = blob_path_digest(name)
     hashed = HashingReader(src) if claimed is not None else None
     source: Reader = hashed if hashed is not None else src
@@ -323,7 +328,7 @@ def _spool(
             source,
             target=opts.target,
             level=opts.level,
-            threads=max(1, (os.cpu_count() or 1) // max(opts.jobs, 1)),
+            threads=max(1, available_cpus() // max(alongside, 1)),
             max_size=opts.max_size,
             what=what,
             task=task,
@@ -397,13 +402,15 @@ class _FileArchive(_Archive):
     def spool_members(self, layout: Layout, names: list[str], opts: _Options) -> None:
         todo = [n for n in dict.fromkeys(names) if n not in self.spooled]
         stop = threading.Event()
+        alongside = max(1, min(opts.jobs, len(todo)))
 
         def work(name: str) -> _Spooled:
             member = self.index.members[name]
             w = f"{self.what}: layer {name!r}"
             with self.member_reader(member, w) as r:
                 src = _Stoppable(r, stop)
-                return _spool(layout, src, name, opts, raw_copy=False, what=w, total=member.size)
+                return _spool(layout, src, name, opts, raw_copy=False, what=w, total=member.size,
+                              alongside=alongside)
 
         if opts.jobs <= 1 or len(todo) <= 1:
             for name in todo:
