@@ -48,10 +48,10 @@ DEFAULT_ZSTD_LEVEL: Final = 2
 #: zstd multi-threaded job size (bounds memory per worker; part of what fixes the output)
 ZSTD_JOB_SIZE: Final = 2 << 20
 #: zstd window (log2; 16 MiB) with long-distance matching, as ``zstd --long=24``: a layer
-#: repeats content far apart (libraries, binaries, copies). Measured on 420 MB sampled from a
-#: Debian root (README, Performance): level 2 with it is 3 % smaller than plain level 3 and takes
-#: a quarter less CPU. Decoders accept windows up to 128 MiB by default (libzstd, Go's
-#: klauspost/compress), so every reader of layers decodes it.
+#: repeats content far apart (libraries, binaries, copies). Measured on two 400 MiB samples of
+#: a Debian /usr (``make bench-codecs``; README, Performance): level 2 with it is 3-6 % smaller
+#: than plain level 3, for the same CPU or up to a quarter less. Decoders accept windows up to
+#: 128 MiB by default (libzstd, Go's klauspost/compress), so every reader of layers decodes it.
 ZSTD_WINDOW_LOG: Final = 24
 #: gzip block size: each block is deflated on its own (with the previous 32 KiB as dictionary);
 #: part of what fixes the output, so changing it changes every gzip layer's digest
@@ -551,7 +551,8 @@ _pool: ThreadPoolExecutor | None = None
 
 
 def available_cpus() -> int:
-    """CPUs this process may run on (a container's CPU set, not the host's count)."""
+    """CPUs this process may run on (a container's CPU set, not the host's count): what the
+    operations share among the layers they encode at once."""
     return _cpus()
 
 
