@@ -71,8 +71,9 @@ def fsync_dir(path: Path) -> None:
 
 def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
     """Replace ``path`` with ``data``: temp file (in ``tmp_dir``, default beside ``path``, same
-    filesystem), fsync, rename, directory fsync. On any failure the temp file is removed and
-    ``path`` is as it was."""
+    filesystem), fsync, rename, directory fsync. On a failure before the rename the temp file
+    is removed and ``path`` is as it was; a failure of the directory fsync after it says so
+    (``path`` holds the new data, which a crash could still undo)."""
     tmp = (tmp_dir or path.parent) / f"{TMP_PREFIX}{os.getpid()}-{_token()}"
     try:
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -84,7 +85,6 @@ def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) ->
         finally:
             os.close(fd)
         os.rename(tmp, path)
-        fsync_dir(path.parent)
     except OSError as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
@@ -93,6 +93,10 @@ def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) ->
         with contextlib.suppress(OSError):
             os.unlink(tmp)
         raise
+    try:
+        fsync_dir(path.parent)
+    except OSError as exc:
+        raise from_oserror(exc, f"replaced {path}, then could not flush its directory") from exc
 
 
 @dataclass(frozen=True, slots=True)

@@ -625,3 +625,26 @@ def test_make_image_builds_valid_images(tmp_path: Path) -> None:
     layer = first_layer(layout, layout.read_index().manifests[0])
     assert zlib.decompress(layout.blob_path(layer.digest).read_bytes(), 31).startswith(b"f0.txt")
     assert_verifies(layout)
+
+
+def test_write_atomically_says_when_only_the_directory_flush_failed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A failure before the rename leaves the old file; one of the directory fsync after it
+    must not claim that: the file holds the new bytes (a crash could still undo them)."""
+    import errno
+
+    from layouttool import store
+    from layouttool.errors import IOFailure
+
+    target = tmp_path / "index.json"
+    target.write_bytes(b"old")
+
+    def eio(path: Path) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(store, "fsync_dir", eio)
+    with pytest.raises(IOFailure, match=r"replaced .*index.json, then could not flush its dir"):
+        store.write_atomically(target, b"new")
+    assert target.read_bytes() == b"new"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
