@@ -7,18 +7,25 @@ import hashlib
 import io
 import json
 import lzma
+import random
 import subprocess
 import tarfile
+import threading
+import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
 import zstandard
 from conftest import REPO, run_cli, shared_fixture
+from killharness import docker_save_bytes, random_image
 from layerbuild import build_layer
 
+from layouttool import codec
 from layouttool import mediatypes as mt
 from layouttool.errors import NotFoundError, SizeLimitError, UnsupportedError
+from layouttool.ops import importer
 from layouttool.ops.importer import import_docker_save
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -723,44 +730,56 @@ def test_a_streamed_tarball_with_more_layers_than_open_files(tmp_path: Path) -> 
     assert_verified(out)
 
 
+@dataclass
+class _Spooled:
+    """What the spy saw of an import's layers: their encoders' CPU shares, and how many were
+    being spooled at once at most."""
+
+    shares: list[int] = field(default_factory=list)
+    running: int = 0
+    peak: int = 0
+
+
+def _import_on_16_cpus(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *, layers: int, target: str,
+    seekable: bool = True,
+) -> _Spooled:
+    """Import a ``layers``-layer tarball as if the machine had 16 CPUs, spying on each layer."""
+    monkeypatch.setattr(codec, "_cpus", lambda: 16)
+    seen = _Spooled()
+    lock = threading.Lock()
+    real = importer.spool_layer
+
+    def spy(*args: Any, **kw: Any) -> Any:
+        with lock:
+            seen.shares.append(kw["threads"])
+            seen.running += 1
+            seen.peak = max(seen.peak, seen.running)
+        try:
+            time.sleep(0.05)  # long enough for every job that may start to overlap
+            return real(*args, **kw)
+        finally:
+            with lock:
+                seen.running -= 1
+
+    monkeypatch.setattr(importer, "spool_layer", spy)
+    data = docker_save_bytes([random_image(random.Random(layers), ["x:1"], layers=layers)])
+    tar = tmp_path / "x.tar"
+    tar.write_bytes(data)
+    res = import_docker_save(tar if seekable else io.BytesIO(data), tmp_path / "oci",
+                             compression=target)
+    assert len(res.images) == 1
+    return seen
+
+
 @pytest.mark.parametrize(("target", "most"), [("zstd", 2), ("gzip", 6)])
 def test_default_jobs_write_at_most_two_zstd_layers_at_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, target: str, most: int
 ) -> None:
     """Each zstd encoder holds a 16 MiB window: on a 16-CPU machine the default runs 2 zstd
     layers at once (zstd's own workers take the other CPUs), gzip layers one per CPU."""
-    import random
-    import threading
-    import time as _time
-
-    from killharness import docker_save_bytes, random_image
-
-    from layouttool import codec
-    from layouttool.ops import importer
-
-    monkeypatch.setattr(codec, "_cpus", lambda: 16)
-    running = [0]
-    peak = [0]
-    lock = threading.Lock()
-    real = importer.spool_layer
-
-    def counted(*args: Any, **kw: Any) -> Any:
-        with lock:
-            running[0] += 1
-            peak[0] = max(peak[0], running[0])
-        try:
-            _time.sleep(0.05)  # long enough for every job that may start to overlap
-            return real(*args, **kw)
-        finally:
-            with lock:
-                running[0] -= 1
-
-    monkeypatch.setattr(importer, "spool_layer", counted)
-    tar = tmp_path / "six.tar"
-    tar.write_bytes(docker_save_bytes([random_image(random.Random(6), ["six:1"], layers=6)]))
-    res = importer.import_docker_save(tar, tmp_path / "oci", compression=target)
-    assert len(res.images) == 1
-    assert peak[0] == most
+    seen = _import_on_16_cpus(tmp_path, monkeypatch, layers=6, target=target)
+    assert seen.peak == most
 
 
 @pytest.mark.parametrize(
@@ -776,26 +795,6 @@ def test_each_encoder_gets_its_share_of_the_cpus(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, layers: int, target: str,
     seekable: bool, share: int
 ) -> None:
-    import io
-    import random
-
-    from killharness import docker_save_bytes, random_image
-
-    from layouttool import codec
-    from layouttool.ops import importer
-
-    monkeypatch.setattr(codec, "_cpus", lambda: 16)
-    shares: list[int] = []
-    real = importer.spool_layer
-
-    def spy(*args: Any, **kw: Any) -> Any:
-        shares.append(kw["threads"])
-        return real(*args, **kw)
-
-    monkeypatch.setattr(importer, "spool_layer", spy)
-    data = docker_save_bytes([random_image(random.Random(layers), ["x:1"], layers=layers)])
-    tar = tmp_path / "x.tar"
-    tar.write_bytes(data)
-    source: Any = tar if seekable else io.BytesIO(data)
-    importer.import_docker_save(source, tmp_path / "oci", compression=target)
-    assert shares == [share] * layers
+    seen = _import_on_16_cpus(tmp_path, monkeypatch, layers=layers, target=target,
+                              seekable=seekable)
+    assert seen.shares == [share] * layers
