@@ -109,7 +109,7 @@ def unpack_image(
     empty unless ``force``. On error DEST is left as far as it got.
     """
     start = time.monotonic()
-    img = open_image(image, platform)
+    img = open_image(image, platform, purpose="unpack")
     layers = img.manifest.layers
     diff_ids = img.config.diff_ids
     if len(diff_ids) != len(layers):
