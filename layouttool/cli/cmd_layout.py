@@ -115,7 +115,7 @@ def inspect_cmd(image: str, raw: str | None, platform: Platform | None, as_json:
         if res.kind == "artifact":
             lines += [
                 f"Artifact:   {res.artifact_type}",
-                f"Config:     {res.config_digest} ({res.config_media_type})",
+                f"Config:     {res.config_digest or '-'} ({res.config_media_type or 'none'})",
                 f"Size:       {human_size(res.size)}",
             ]
             if res.subject is not None:

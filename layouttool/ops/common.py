@@ -40,7 +40,9 @@ class ResolvedManifest:
     #: indexes passed through from the entry down to the manifest
     indexes: tuple[Index, ...]
     manifest_desc: Descriptor
-    manifest: Manifest
+    #: the manifest (None for an OCI artifact manifest of v1.1's release candidates, which has
+    #: no config: see ``document.content``)
+    manifest: Manifest | None
     document: Document
     #: what the reader found odd on the way down
     warnings: tuple[Finding, ...]
@@ -133,7 +135,7 @@ def resolve_manifest(
             desc = pick_platform(doc.index, platform, f"index {desc.digest}")
             where = f"{where} > manifest {desc.digest}"
             continue
-        if doc.manifest is not None:
+        if doc.kind is Kind.IMAGE or doc.kind is Kind.ARTIFACT:
             return ResolvedManifest(layout, entry, tuple(indexes), desc, doc.manifest, doc,
                                     tuple(warnings))
         if doc.kind is Kind.SCHEMA1:
@@ -154,7 +156,7 @@ def resolve_image(
     ``purpose`` (unpack, export, convert...).
     """
     m = resolve_manifest(layout, entry, platform)
-    if m.kind is not Kind.IMAGE:
+    if m.kind is not Kind.IMAGE or m.manifest is None:
         what = m.document.describe()
         raise UnsupportedError(
             f"{m.manifest_desc.digest} is {what}, not a container image: nothing to {purpose}"

@@ -10,14 +10,17 @@ Mark (fails closed):
 * :func:`layouttool.graph.walk` follows every descriptor: index children (nested), configs,
   layers, ``subject``, Docker and OCI types alike, and every descriptor-shaped object in a
   manifest-like document of an unknown media type. Only documents are read; layers never are;
-* referrers: a blob nothing reaches, small enough to be a document (at most
-  :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON object, whose ``subject`` is
-  a kept blob, is kept too, with everything it references, until nothing changes (umoci #455,
+* referrers (:func:`layouttool.graph.sniff_referrer`): a blob nothing reaches, small enough to
+  be a document (at most :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON
+  object, whose ``subject`` is a kept blob, is kept too, with everything it references, until nothing changes (umoci #455,
   zot #1229 lost signatures and SBOMs here);
-* a reachable document that is missing, unreadable, corrupt, not JSON, or of a type we cannot
-  walk makes the plan raise (nothing is deleted) unless ``force``: then that document is kept
-  (when present) but not read, it is reported in ``skipped``, and blobs that only it references
-  are treated as unreferenced.
+* documents are read through :mod:`layouttool.reader`: a *problem* in a document needed to
+  find other blobs (an index.json entry's document missing; any document unreadable, corrupt,
+  not JSON, or of a type we cannot walk) makes the plan raise (nothing is deleted) unless
+  ``force``: then that document is kept (when present) but not read, it is reported in
+  ``skipped``, and blobs that only it references are treated as unreferenced. A *warning* (an
+  absent ``subject`` or platform manifest of an index, a media type that disagrees with its
+  document) is reported in ``warnings`` and the mark goes on.
 
 Sweep: every file under ``blobs/<alg>/`` whose name is a valid digest and is not kept; a symlink
 is removed as a link (its target is untouched); names that are not digests and things that are

@@ -8,8 +8,8 @@ from typing import Any, Literal
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
-from layouttool.errors import InvalidInputError, LayoutToolError
-from layouttool.model import Descriptor, Index, Manifest, Platform
+from layouttool.errors import InvalidInputError, LayoutToolError, NotFoundError
+from layouttool.model import ArtifactManifest, Descriptor, Index, Manifest, Platform
 from layouttool.ops.common import read_config, resolve_manifest, select
 from layouttool.reader import Finding, Kind, read_document
 from layouttool.refs import parse_image, resolve, validate_ref_name
@@ -182,7 +182,7 @@ class InspectResult:
     entry_media_type: str
     manifest_digest: str
     manifest_media_type: str
-    config_digest: str
+    config_digest: str | None
     platform: str | None
     created: str | None
     layers: tuple[dict[str, Any], ...]
@@ -197,7 +197,7 @@ class InspectResult:
     kind: str = "image"
     #: an artifact's type: its artifactType, else its config's media type; None for an image
     artifact_type: str | None = None
-    config_media_type: str = ""
+    config_media_type: str | None = None
     subject: dict[str, Any] | None = None
     #: the manifest's own annotations (``annotations`` are the index.json entry's)
     manifest_annotations: dict[str, str] = field(default_factory=dict)
@@ -237,16 +237,21 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
     sel = select(image)
     res = resolve_manifest(sel.layout, sel.entry, platform)
     m = res.manifest
+    content = res.document.content
+    assert content is not None  # an image or an artifact was read
     cfg: dict[str, Any] = {}
     diff_ids: tuple[Digest, ...] = ()
     plat = None
-    if res.kind is Kind.IMAGE:
+    if res.kind is Kind.IMAGE and m is not None:
         config = read_config(sel.layout, m.config)
         cfg, diff_ids, plat = dict(config.doc), config.diff_ids, config.platform
     c = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
     assert isinstance(c, dict)
+    # an OCI artifact manifest (image-spec v1.1 release candidates) has blobs and no config
+    parts = m.layers if m is not None else content.blobs if isinstance(
+        content, ArtifactManifest) else ()
     layers = []
-    for i, layer in enumerate(m.layers):
+    for i, layer in enumerate(parts):
         diff = diff_ids[i] if i < len(diff_ids) else None
         layers.append(
             {
@@ -264,12 +269,13 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
         entry_digest=str(sel.entry.digest),
         entry_media_type=sel.entry.media_type,
         manifest_digest=str(res.manifest_desc.digest),
-        manifest_media_type=m.media_type,
-        config_digest=str(m.config.digest),
+        manifest_media_type=res.document.media_type,
+        config_digest=str(m.config.digest) if m is not None else None,
         platform=str(plat) if plat else None,
         created=cfg.get("created") if isinstance(cfg.get("created"), str) else None,
         layers=tuple(layers),
-        size=_manifest_size(m, res.manifest_desc),
+        size=res.manifest_desc.size + sum(d.size for d in parts) + (
+            m.config.size if m is not None else 0),
         labels=dict(c.get("Labels") or {}),
         entrypoint=c.get("Entrypoint"),
         cmd=c.get("Cmd"),
@@ -278,9 +284,9 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
         annotations=dict(sel.entry.annotations),
         kind=res.kind.value,
         artifact_type=res.document.artifact_type,
-        config_media_type=m.config.media_type,
-        subject=m.subject.to_json() if m.subject is not None else None,
-        manifest_annotations=dict(m.annotations),
+        config_media_type=m.config.media_type if m is not None else None,
+        subject=content.subject.to_json() if content.subject is not None else None,
+        manifest_annotations=dict(content.annotations),
         warnings=res.warnings,
     )
 
@@ -299,7 +305,11 @@ def raw_document(image: str, kind: RawKind, platform: Platform | None = None) ->
         return sel.layout.read_index().raw
     res = resolve_manifest(sel.layout, sel.entry, platform)
     if kind == "manifest":
-        return res.manifest.raw
+        assert res.document.raw is not None
+        return res.document.raw
+    if res.manifest is None:
+        raise NotFoundError(f"{res.manifest_desc.digest} is {res.document.describe()}, which "
+                            "has no config")
     return sel.layout.read_blob(res.manifest.config)
 
 
