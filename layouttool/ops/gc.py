@@ -12,8 +12,8 @@ Mark (fails closed):
   manifest-like document of an unknown media type. Only documents are read; layers never are;
 * referrers (:func:`layouttool.graph.sniff_referrer`): a blob nothing reaches, small enough to
   be a document (at most :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON
-  object, whose ``subject`` is a kept blob, is kept too, with everything it references, until nothing changes (umoci #455,
-  zot #1229 lost signatures and SBOMs here);
+  object, whose ``subject`` is a kept blob, is kept too, with everything it references, until
+  nothing changes (umoci #455, zot #1229 lost signatures and SBOMs here);
 * documents are read through :mod:`layouttool.reader`: a *problem* in a document needed to
   find other blobs (an index.json entry's document missing; any document unreadable, corrupt,
   not JSON, or of a type we cannot walk) makes the plan raise (nothing is deleted) unless
