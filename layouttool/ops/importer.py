@@ -333,6 +333,10 @@ def _spool(
             what=what,
             task=task,
         )
+        if raw_writer is not None:
+            # the member has been read to its end: close the copy now, so that a stream with
+            # thousands of such members holds no descriptor per member until manifest.json
+            raw_writer.seal()
     except BaseException:
         if raw_writer is not None:
             raw_writer.abort()
@@ -980,6 +984,9 @@ def _copy_raw(
                     task.advance(len(chunk))
             if hashed.digest() != digest:
                 raise IntegrityError(f"{what}: content hashes to {hashed.digest()}, not its digest")
+            # closed until the commit: an archive of thousands of blobs must not hold one
+            # descriptor per blob (the open-files limit is often 1024)
+            bw.seal()
         except BaseException:
             bw.abort()
             raise
