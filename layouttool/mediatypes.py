@@ -43,10 +43,19 @@ MT_DOCKER_PLUGIN_CONFIG: Final = "application/vnd.docker.plugin.v1+json"
 ANNOT_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOT_CONTAINERD_NAME: Final = "io.containerd.image.name"
 ANNOT_CREATED: Final = "org.opencontainers.image.created"
-#: annotations that describe one particular compressed blob and become false after recompression
+#: annotations that describe one particular compressed blob and become false after recompression:
+#: the lazy-pull formats' offsets and TOC digests (a layer that leaves zstd:chunked or eStargz
+#: must not keep them), and containerd's record of the uncompressed digest. Keys as the writers
+#: spell them: containers/storage ``pkg/chunked`` (``io.github.containers.zstd-chunked.``
+#: manifest-checksum, manifest-position, tarsplit-position, and the retired tarsplit-checksum);
+#: stargz-snapshotter and podman 4 (``io.containers.zstd-chunked.`` manifest-checksum,
+#: manifest-position; ``io.containers.estargz.uncompressed-size``;
+#: ``containerd.io/snapshot/stargz/`` toc.digest, layer.digest)
 BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
     "containerd.io/snapshot/stargz/",
     "io.github.containers.zstd-chunked.",
+    "io.containers.zstd-chunked.",
+    "io.containers.estargz.",
     "containerd.io/uncompressed",
 )
 
