@@ -9,20 +9,16 @@ from pathlib import Path
 import pytest
 from conftest import shared_fixture
 from test_import import blob_bytes
+from test_import_v1 import import_from
 
-from layouttool.ops.importer import ImportedImage, import_docker_save
+from layouttool.ops.importer import ImportedImage
 from layouttool.ops.unpack import unpack_image
 
 
 def _import_and_unpack(tmp_path: Path, name: str, stream: bool) -> tuple[Path, Path, ImportedImage]:
     src = shared_fixture("docker-save", name)
     out = tmp_path / "oci"
-    if stream:
-        with src.open("rb") as f:
-            res = import_docker_save(f, out)
-    else:
-        res = import_docker_save(src, out)
-    [img] = res.images
+    [img] = import_from(src, out, stream=stream).images
     rootfs = tmp_path / "rootfs"
     unpack_image(f"{out}@{img.digest}", rootfs, rootless=True)
     return out, rootfs, img

@@ -23,7 +23,7 @@ from test_import import blob_bytes, index_entries, manifest_of, tar_of, write
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
-from layouttool.ops.importer import import_docker_save
+from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.unpack import unpack_image
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -86,6 +86,14 @@ def test_docker_migration_vectors() -> None:
         '/bin/sh -c #(nop) CMD ["sh"]',
     ]
     assert "parent_id" not in cfg and "layer_id" not in cfg
+
+
+def import_from(src: Path, out: Path, *, stream: bool, **kw: Any) -> ImportResult:
+    """Import ``src`` by path, or read once as a stream (a pipe's code path)."""
+    if not stream:
+        return import_docker_save(src, out, **kw)
+    with src.open("rb") as f:
+        return import_docker_save(f, out, **kw)
 
 
 def assert_verified(layout: Path) -> None:
@@ -265,10 +273,8 @@ def test_stream_and_file_give_the_same_layout(tmp_path: Path) -> None:
     layers, repos = two_images()
     src = write(tmp_path, v1_save(layers, repos))
     a, b = tmp_path / "a", tmp_path / "b"
-    import_docker_save(src, a)
-    with src.open("rb") as f:
-        res = import_docker_save(f, b)
-    assert res.streamed
+    assert not import_from(src, a, stream=False).streamed
+    assert import_from(src, b, stream=True).streamed
     assert (a / "index.json").read_bytes() == (b / "index.json").read_bytes()
     assert sorted(p.name for p in (a / "blobs/sha256").iterdir()) == sorted(
         p.name for p in (b / "blobs/sha256").iterdir()

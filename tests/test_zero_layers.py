@@ -14,7 +14,7 @@ import pytest
 from conftest import run_cli
 from podmanutil import Podman
 from test_import import blob_bytes, docker_save, index_entries, manifest_of, write
-from test_import_v1 import assert_verified
+from test_import_v1 import assert_verified, import_from
 
 from layouttool import mediatypes as mt
 from layouttool.ops.importer import import_docker_save
@@ -39,12 +39,7 @@ def _save(form: str, layers: object = ()) -> bytes:
 def test_zero_layer_save_imports_config_byte_exact(tmp_path: Path, form: str, stream: bool) -> None:
     src = write(tmp_path, _save(form))
     out = tmp_path / "oci"
-    if stream:
-        with src.open("rb") as f:
-            res = import_docker_save(f, out)
-    else:
-        res = import_docker_save(src, out)
-    [img] = res.images
+    [img] = import_from(src, out, stream=stream).images
     assert img.ref == "scratch:meta" and img.layers == ()
     assert blob_bytes(out, img.config_digest) == CONFIG
     [entry] = index_entries(out)
