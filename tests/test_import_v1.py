@@ -23,6 +23,7 @@ from test_import import blob_bytes, index_entries, manifest_of, tar_of, write
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
+from layouttool.formats import docker_v1
 from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.unpack import unpack_image
 from layouttool.ops.verify import verify_layout
@@ -386,6 +387,14 @@ def test_hostile_v1_saves(tmp_path: Path, case: str, code: int, says: str, strea
     assert r.stderr.startswith("layouttool: error: ") and r.stderr.count("\n") == 1
     assert says in r.stderr
     assert not out.exists()
+
+
+def test_json_total_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(docker_v1, "V1_JSON_TOTAL_CAP", 1000)
+    layers, repos = two_images()
+    r = run_cli("from-docker-save", write(tmp_path, v1_save(layers, repos)), "-o", tmp_path / "o")
+    assert r.code == 4 and "JSONs total more than 1000 bytes" in r.stderr
+    assert not (tmp_path / "o").exists()
 
 
 def test_failed_import_leaves_an_existing_layout_as_it_was(tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
-from layouttool.errors import InvalidInputError, UnsafeInputError
+from layouttool.errors import InvalidInputError, SizeLimitError, UnsafeInputError
 from layouttool.formats._tar import MemberIndex
 from layouttool.formats.docker_archive import REPOSITORIES, Tag, parse_repo_tag
 from layouttool.model import parse_json
@@ -26,6 +26,8 @@ from layouttool.v1config import V1Image
 
 V1_JSON: Final = "json"
 V1_LAYER: Final = "layer.tar"
+#: the layers' JSONs are all held at once (a real one is 1-2 KiB): their total is capped
+V1_JSON_TOTAL_CAP: Final = 64 << 20
 _ID_RE: Final = re.compile(r"[a-f0-9]{64}")
 
 
@@ -93,12 +95,19 @@ def read_v1_save(
     with several tags once), then each untagged head, by ID. ``read_small(path, what)`` gives
     a small member's bytes. Nothing is read beyond ``repositories`` and the layers' JSONs."""
     layers: dict[str, V1Layer] = {}
+    total = 0
     for name in sorted(index.members):
         folder, sep, leaf = name.rpartition("/")
         if not sep or leaf != V1_JSON or "/" in folder:
             continue
         layer_id = check_id(folder, f"{what}: folder {folder!r}")
         raw = read_small(name, f"{what}: {name}")
+        total += len(raw)
+        if total > V1_JSON_TOTAL_CAP:
+            raise SizeLimitError(
+                f"{what}: the layers' JSONs total more than {V1_JSON_TOTAL_CAP} bytes; "
+                "not a docker save tarball"
+            )
         image = V1Image.decode(raw, f"{what}: {name}")
         parent = image.strings["parent"] or None
         if parent is not None:
