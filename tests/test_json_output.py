@@ -29,6 +29,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
+    "export",
 )
 
 
@@ -214,6 +215,17 @@ def test_unpack_json(imported: Path, tmp_path: Path) -> None:
     written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and
                   not p.is_symlink())
     assert written <= doc["bytesWritten"]  # whiteouts may remove what a lower layer wrote
+
+
+def test_export_json(imported: Path, tmp_path: Path) -> None:
+    need("export")
+    out = tmp_path / "rootfs.tar"
+    doc = run_json("export", f"{imported}:{sample_tags()[0]}", "-o", out)
+    assert doc["output"] == str(out) and doc["bytesWritten"] == out.stat().st_size
+    with tarfile.open(out) as tf:
+        members = tf.getmembers()
+    assert doc["entries"] == len(members)
+    assert doc["contentBytes"] == sum(m.size for m in members if m.isreg())
 
 
 def test_to_docker_save_json(imported: Path, tmp_path: Path) -> None:

@@ -25,6 +25,7 @@ from fixtures_path import shared_fixture
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from layerbuild import NonSeekable, build_layer
+from layerstacks import TRICKY, D, Layer, containerd_cases, containerd_ids, dive_layers
 from treeutil import diff as tree_diff
 from treeutil import snapshot
 
@@ -32,7 +33,6 @@ from layouttool import errors
 from layouttool.rootfs import apply_layer
 from layouttool.rootfs.merge import MergedTree, compare, write_merged
 
-Layer = list[dict[str, Any]] | bytes
 #: the first layer refused, and how (None: every layer applied)
 Refusal = tuple[int, type[BaseException]] | None
 ALLOWED = (errors.UnsafeInputError, errors.InvalidInputError)
@@ -136,119 +136,6 @@ def assert_well_formed(data: bytes) -> None:
 
 # -- hand-made stacks --------------------------------------------------------------------------
 
-D = {"type": "dir"}
-
-TRICKY: dict[str, list[Layer]] = {
-    # go-containerregistry #977: a hardlink whose target a later layer deletes
-    "hardlink target deleted later": [
-        [{"name": "bin/busybox", "data": "BB", "mode": 0o755},
-         {"type": "hardlink", "name": "bin/sh", "target": "bin/busybox"},
-         {"type": "hardlink", "name": "bin/ls", "target": "bin/busybox"}],
-        [{"name": "bin/.wh.busybox"}],
-    ],
-    "hardlink target replaced later": [
-        [{"name": "a", "data": "old"}, {"type": "hardlink", "name": "b", "target": "a"}],
-        [{"name": "a", "data": "new"}],
-    ],
-    "hardlink to a lower file, target then deleted": [
-        [{"name": "x/orig", "data": "content"}],
-        [{"type": "hardlink", "name": "y/link", "target": "x/orig"}],
-        [{"name": ".wh.x"}],
-    ],
-    "hardlink group spread over layers, all but one deleted": [
-        [{"name": "f", "data": "123"}, {"type": "hardlink", "name": "g", "target": "f"}],
-        [{"type": "hardlink", "name": "z/h", "target": "g"}, {"name": ".wh.f"}],
-        [{"name": ".wh.g"}],
-    ],
-    "hardlink to a symlink and to a fifo": [
-        [{"type": "symlink", "name": "s", "target": "/etc/passwd"},
-         {"type": "hardlink", "name": "s2", "target": "s"},
-         {"type": "fifo", "name": "p"}, {"type": "hardlink", "name": "p2", "target": "p"}],
-        [{"name": ".wh.s"}, {"name": ".wh.p"}],
-    ],
-    "hardlink to itself": [[{"name": "a", "data": "x"},
-                            {"type": "hardlink", "name": "a", "target": "a"}]],
-    "hardlink into its own old tree": [
-        [{"name": "d/f", "data": "x"}],
-        [{"type": "hardlink", "name": "d", "target": "d/f"}],
-    ],
-    "hardlink to a directory": [[{**D, "name": "d"},
-                                 {"type": "hardlink", "name": "l", "target": "d"}]],
-    "hardlink through a symlinked directory": [
-        [{**D, "name": "real"}, {"name": "real/f", "data": "through"},
-         {"type": "symlink", "name": "alias", "target": "real"}],
-        [{"type": "hardlink", "name": "l", "target": "alias/f"}, {"name": ".wh.real"}],
-    ],
-    "dir replaced by file and back": [
-        [{**D, "name": "d", "mode": 0o700}, {"name": "d/a", "data": "a"}],
-        [{"name": "d", "data": "now a file"}],
-        [{**D, "name": "d", "mode": 0o755}, {"name": "d/b", "data": "b"}],
-    ],
-    "file replaced by dir in the same layer": [
-        [{"name": "x", "data": "f"}, {**D, "name": "x"}, {"name": "x/y", "data": "y"}],
-    ],
-    "opaque dir keeps this layer's entries, wherever the marker is": [
-        [{**D, "name": "o"}, {"name": "o/lower", "data": "l"}, {**D, "name": "o/sub"},
-         {"name": "o/sub/deep", "data": "d"}],
-        [{"name": "o/new", "data": "n"}, {"name": "o/.wh..wh..opq"},
-         {"name": "o/sub/newer", "data": "n2"}],
-    ],
-    "whiteout of a dir this layer wrote into": [
-        [{**D, "name": "w"}, {"name": "w/old", "data": "o"}],
-        [{"name": "w/new", "data": "n"}, {"name": ".wh.w"}],
-    ],
-    "whiteout spares the same layer": [
-        [{"name": "k", "data": "lower"}],
-        [{"name": "k", "data": "upper"}, {"name": ".wh.k"}],
-    ],
-    "symlinked parent across layers": [
-        [{**D, "name": "usr/lib"}, {"type": "symlink", "name": "lib", "target": "/usr/lib"}],
-        [{"name": "lib/libc.so", "data": "elf"}, {"name": "lib/.wh.nothing"}],
-    ],
-    "dangling symlink parent gets its target made": [
-        [{"type": "symlink", "name": "dang", "target": "nowhere/deeper"}],
-        [{"name": "dang/file", "data": "x"}],
-    ],
-    "non-dir parent replaced": [
-        [{"name": "nondir", "data": "f"}],
-        [{"name": "nondir/foo/bar", "data": "b"}],
-    ],
-    "duplicates: later wins": [
-        [{"name": "dup", "data": "one", "mode": 0o600}, {"name": "dup", "data": "two"},
-         {**D, "name": "dd", "mode": 0o700, "uid": 5}, {**D, "name": "dd", "mode": 0o750}],
-    ],
-    "root entry sets the root": [[{**D, "name": "./", "mode": 0o700}, {"name": "x"}]],
-    "root as a symlink is refused": [[{"type": "symlink", "name": ".", "target": "/tmp"}]],
-    "owners, modes, special bits, devices, xattrs": [
-        [{"name": "suid", "mode": 0o4755, "uid": 1000, "gid": 1000, "data": "s"},
-         {"name": "sticky", **D, "mode": 0o1777},
-         {"type": "char", "name": "dev/null", "devmajor": 1, "devminor": 3, "mode": 0o666},
-         {"type": "block", "name": "dev/sda", "devmajor": 8, "devminor": 0},
-         {"type": "fifo", "name": "run/fifo"},
-         {"name": "xattr", "data": "x", "xattrs": {"user.k": b"v\xff\x00"}},
-         {**D, "name": "xdir", "xattrs": {"user.a": b"1"}}],
-        [{**D, "name": "xdir", "xattrs": {"user.b": b"2"}}],
-    ],
-    "PAX fractional times and long names": [
-        [{"name": "t", "data": "x", "mtime": 1_600_000_000.123456789},
-         {"name": "/".join(["long" * 30] * 4) + "/" + "n" * 200, "data": "deep"},
-         {"type": "symlink", "name": "ls", "target": "t" * 300}],
-    ],
-    "non-UTF-8 names": [[{"name": "caf\udce9", "data": "latin-1 name"}]],
-    "aufs metadata and unknown types are skipped": [
-        [{"name": ".wh..wh.plnk/1.2"}, {"type": b"V", "name": "volume"}, {"name": "kept"}],
-    ],
-    "bare whiteout is invalid": [[{"name": "x"}], [{"name": "d/.wh."}]],
-    "escaping name is unsafe": [[{"name": "../x"}]],
-    "symlink loop is unsafe": [
-        [{"type": "symlink", "name": "a", "target": "b"},
-         {"type": "symlink", "name": "b", "target": "a"}],
-        [{"name": "a/x"}],
-    ],
-    "empty file and empty layer": [[{"name": "empty"}], []],
-}
-
-
 @pytest.mark.parametrize("name", sorted(TRICKY))
 def test_tricky_stacks(name: str, tmp_path: Path) -> None:
     check_stack(tmp_path, TRICKY[name])
@@ -326,22 +213,9 @@ def test_a_changed_layer_on_the_second_read_is_an_integrity_error() -> None:
 # -- the peers' tables -------------------------------------------------------------------------
 
 
-def _containerd_cases() -> list[dict[str, Any]]:
-    path = shared_fixture("layer-tables", "containerd_TestBreakouts.json")
-    cases: list[dict[str, Any]] = json.loads(path.read_text())["cases"]
-    return cases
-
-
-def _containerd_ids() -> list[str]:
-    try:
-        return [c["name"] for c in _containerd_cases()]
-    except BaseException:  # collection must not die when the fixture is missing
-        return ["fixture-missing"]
-
-
-@pytest.mark.parametrize("name", _containerd_ids())
+@pytest.mark.parametrize("name", containerd_ids())
 def test_containerd_breakout_table(name: str, tmp_path: Path) -> None:
-    case = next(c for c in _containerd_cases() if c["name"] == name)
+    case = next(c for c in containerd_cases() if c["name"] == name)
     outside = str(tmp_path / "outside")
 
     def fix(v: Any) -> Any:
@@ -385,21 +259,8 @@ def test_umoci_whiteout_table(tmp_path: Path) -> None:
         check_stack(d, [lower, [{"name": case["whiteout_entry"]}]])
 
 
-def _dive_layers() -> list[bytes]:
-    archive = shared_fixture("docker-save", "dive-test-docker-image.tar")
-    with tarfile.open(archive) as outer:
-        manifest = outer.extractfile("manifest.json")
-        assert manifest is not None
-        out = []
-        for name in json.load(manifest)[0]["Layers"]:
-            member = outer.extractfile(name)
-            assert member is not None
-            out.append(member.read())
-    return out
-
-
 def test_dive_fixture(tmp_path: Path) -> None:
-    data = check_stack(tmp_path, list(_dive_layers()))
+    data = check_stack(tmp_path, list(dive_layers()))
     assert data is not None
     with tarfile.open(fileobj=io.BytesIO(data)) as tf:
         members = tf.getmembers()
@@ -410,7 +271,7 @@ def test_dive_fixture(tmp_path: Path) -> None:
 
 
 def test_dive_fixture_layer_changes() -> None:
-    layers = _dive_layers()
+    layers = dive_layers()
     tree = MergedTree(track=True)
     stats = [tree.apply_layer(NonSeekable(d), hash_contents=True) for d in layers]
     changes = [s.changes for s in stats]
