@@ -31,6 +31,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "to-docker-save": ("cmd_docker_save", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
     "export": ("cmd_merge", "export_cmd", "Import and export"),
+    "diff": ("cmd_merge", "diff_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
 }

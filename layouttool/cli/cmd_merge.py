@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import click
 
@@ -13,8 +14,13 @@ from layouttool.cli._common import (
     platform_option,
     progress,
     summary,
+    table,
 )
 from layouttool.model import Platform
+
+if TYPE_CHECKING:
+    from layouttool.ops.diff import ImageDiffResult, LayersDiffResult
+    from layouttool.rootfs.merge import Meta
 
 
 @click.command("export")
@@ -58,3 +64,91 @@ def export_cmd(image: str, output: str | None, platform: Platform | None, as_jso
         f"{human_size(res.content_bytes)} of file content) to {res.output} in "
         f"{res.seconds:.1f}s"
     )
+
+
+def _size_change(old: int, new: int) -> str:
+    return f"{human_size(old)} -> {human_size(new)}" if old != new else human_size(new)
+
+
+@click.command("diff")
+@click.argument("images", nargs=-1, required=True, metavar="IMAGE_A [IMAGE_B]")
+@click.option("--layers", is_flag=True,
+              help="With one IMAGE: what each layer adds, removes and overwrites, and the "
+                   "bytes wasted on files later layers replace.")
+@platform_option
+@json_option
+def diff_cmd(images: tuple[str, ...], layers: bool, platform: Platform | None,
+             as_json: bool) -> None:
+    """Show the file-level differences between the filesystems of IMAGE_A and IMAGE_B.
+
+    A path is added, removed, or changed when its type, mode, owner, xattrs, link target,
+    device numbers or content (sha256) differ; mtimes are not compared. The images may be in
+    different layouts. With --layers and one IMAGE: each layer's additions, removals and
+    overwrites, and the bytes stored in layers but hidden by later ones (as dive shows).
+
+    \b
+    Examples:
+      layouttool diff ./oci:app:1.0 ./oci:app:1.1
+      layouttool diff ./old:app ./new:app --json | jq -r '.changed[].path'
+      layouttool diff ./oci:app:1.0 --layers
+    """
+    from layouttool.ops.diff import diff_images, diff_layers
+
+    if layers != (len(images) == 1) or len(images) > 2:
+        raise click.UsageError("give IMAGE_A IMAGE_B, or one IMAGE with --layers")
+    if layers:
+        with progress() as prog:
+            lres = diff_layers(images[0], platform=platform, progress=prog)
+        emit(lres, as_json, lambda: _render_layers(lres))
+        summary(f"{len(lres.layers)} layers, {human_size(lres.file_bytes)} of files, "
+                f"{human_size(lres.wasted_bytes)} wasted "
+                f"(efficiency {100 * lres.efficiency:.1f}%)")
+        return
+    with progress() as prog:
+        res = diff_images(images[0], images[1], platform=platform, progress=prog)
+    emit(res, as_json, lambda: _render_diff(res))
+    summary(f"{len(res.added)} added, {len(res.removed)} removed, {len(res.changed)} changed")
+
+
+def _what(meta: Meta) -> str:
+    if meta.kind == "file":
+        return f"file, {human_size(meta.size)}"
+    if meta.kind == "symlink":
+        return f"symlink -> {meta.target}"
+    return meta.kind
+
+
+def _render_diff(res: ImageDiffResult) -> str:
+    lines = [f"+ {d.path}  ({_what(d.new)})" for d in res.added if d.new is not None]
+    lines += [f"- {d.path}  ({_what(d.old)})" for d in res.removed if d.old is not None]
+    for d in res.changed:
+        assert d.old is not None and d.new is not None
+        detail = (f"{_what(d.old)} -> {_what(d.new)}" if "type" in d.changes
+                  else _size_change(d.old.size, d.new.size) if d.new.kind == "file"
+                  else _what(d.new))
+        lines.append(f"~ {d.path}  {', '.join(d.changes)}  ({detail})")
+    return "\n".join(lines)
+
+
+#: paths listed per layer and per kind in the text of --layers (--json lists all)
+_SHOWN = 10
+
+
+def _render_layers(res: LayersDiffResult) -> str:
+    rows = [[str(la.index), la.digest.split(":")[-1][:12], human_size(la.size),
+             human_size(la.file_bytes), str(len(la.added)), str(len(la.removed)),
+             str(len(la.overwritten)), human_size(la.wasted_bytes),
+             (la.created_by or "")[:60]] for la in res.layers]
+    out = [table(rows, ["layer", "digest", "size", "files", "added", "removed",
+                        "overwritten", "wasted", "created by"])]
+    for la in res.layers:
+        for what, items in (("removes", la.removed), ("overwrites", la.overwritten)):
+            if items:
+                out.append(f"layer {la.index} {what}: " + ", ".join(
+                    c.path for c in items[:_SHOWN]) + (
+                    f" and {len(items) - _SHOWN} more" if len(items) > _SHOWN else ""))
+    if res.wasted_files:
+        out.append("wasted (stored in a layer, hidden by a later one), largest first:")
+        out += [f"  {human_size(b):>10}  {c} cop{'y' if c == 1 else 'ies'}  {p}"
+                for p, b, c in res.wasted_files[:_SHOWN]]
+    return "\n".join(out)
