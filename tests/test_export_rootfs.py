@@ -97,11 +97,9 @@ def test_export_json_needs_a_file(tmp_path: Path) -> None:
     assert doc["bytesWritten"] == (tmp_path / "o.tar").stat().st_size
 
 
-@pytest.mark.parametrize("compression", ["gzip", "zstd", "none"])
-@pytest.mark.parametrize("docker", [False, True])
+@pytest.mark.parametrize(("compression", "docker"), [
+    ("gzip", False), ("zstd", False), ("none", False), ("gzip", True), ("none", True)])
 def test_every_layer_type_exports(tmp_path: Path, compression: str, docker: bool) -> None:
-    if docker and compression == "zstd":
-        pytest.skip("Docker has no zstd layers")
     layers = [build_layer([{**D, "name": "etc"}, {"name": "etc/a", "data": "1"}]),
               build_layer([{"name": "etc/.wh.a"}, {"name": "etc/b", "data": "2"}])]
     layout = make_image(tmp_path / "oci", layers, compression=compression, docker=docker)
