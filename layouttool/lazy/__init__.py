@@ -35,6 +35,11 @@ if TYPE_CHECKING:
 DEFAULT_CHUNK_SIZE = 4 << 20
 #: the zstd level of zstd:chunked frames when none is given (zstd's own default)
 DEFAULT_ZSTD_CHUNKED_LEVEL = 3
+#: the entries eStargz adds to a layer (its TOC and landmarks); unpack leaves them out, as
+#: containers/storage does
+ESTARGZ_OWN_ENTRIES = frozenset(
+    {"stargz.index.json", ".prefetch.landmark", ".no.prefetch.landmark"}
+)
 
 
 class LazyFormat(enum.Enum):
@@ -99,6 +104,7 @@ class LazyLayer:
 __all__ = [
     "DEFAULT_CHUNK_SIZE",
     "DEFAULT_ZSTD_CHUNKED_LEVEL",
+    "ESTARGZ_OWN_ENTRIES",
     "LazyFormat",
     "LazyLayer",
     "LazyOptions",

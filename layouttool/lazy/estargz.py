@@ -39,7 +39,7 @@ from typing import Any, Final
 from layouttool import mediatypes as mt
 from layouttool.codec import DEFAULT_GZIP_LEVEL, Reader, Writer
 from layouttool.errors import CorruptStreamError, InvalidInputError, NotFoundError
-from layouttool.lazy import LazyLayer, LazyOptions
+from layouttool.lazy import ESTARGZ_OWN_ENTRIES, LazyLayer, LazyOptions
 from layouttool.lazy.frames import FrameWriter, gzip_members
 from layouttool.lazy.tarscan import BLOCK, TarEntry, TarHeader, TarScanner
 from layouttool.lazy.toc import b64, dumps, entry_type, rfc3339_seconds, text
@@ -47,8 +47,8 @@ from layouttool.lazy.toc import b64, dumps, entry_type, rfc3339_seconds, text
 TOC_NAME: Final = "stargz.index.json"
 PREFETCH_LANDMARK: Final = ".prefetch.landmark"
 NO_PREFETCH_LANDMARK: Final = ".no.prefetch.landmark"
-#: the entries eStargz adds, left out by unpack as containers/storage does
-OWN_ENTRIES: Final = frozenset({TOC_NAME, PREFETCH_LANDMARK, NO_PREFETCH_LANDMARK})
+#: the entries eStargz adds, dropped from an input and left out by unpack
+OWN_ENTRIES: Final = ESTARGZ_OWN_ENTRIES
 LANDMARK_CONTENT: Final = b"\x0f"
 FOOTER_SIZE: Final = 51
 #: the stargz snapshotter's and containers/storage's limit on a TOC
