@@ -28,7 +28,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "gc": ("cmd_gc", "gc_cmd", "Maintenance"),
     "from-docker-save": ("cmd_import", "from_docker_save_cmd", "Import and export"),
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
-    "to-docker-save": ("cmd_export", "to_docker_save_cmd", "Import and export"),
+    "to-docker-save": ("cmd_docker_save", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
