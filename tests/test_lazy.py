@@ -287,9 +287,7 @@ def test_zstd_chunked_round_trip(kind: str) -> None:
     assert str(res.diff_id) == sha(plain)
     ents = check_zstd_chunked(blob, res.annotations, plain)
     names = [e["name"] for e in ents if e["type"] != "chunk"]
-    assert names == [
-        m.name + ("/" if m.isdir() else "") for m in tar_members(plain)
-    ]
+    assert names == [m.name + ("/" if m.isdir() else "") for m in tar_members(plain)]
     # deterministic
     again = io.BytesIO()
     zstd_chunked.write(io.BytesIO(plain), again, LazyOptions())
@@ -454,3 +452,184 @@ def test_api_convert_compression_zstd_chunked(tmp_path: Path) -> None:
     res = convert_image(f"{src}:app", tmp_path / "z", compression="zstd:chunked")
     assert res.compression == "zstd:chunked" and res.layers_recompressed == 2
     assert Compression.ZSTD.value in res.images[0].layers[0].new.media_type
+
+
+# ---------------------------------------------------------------------------------- checking
+def written(mod: Any, plain: bytes, **kw: Any) -> tuple[bytes, dict[str, str], str]:
+    out = io.BytesIO()
+    res = mod.write(io.BytesIO(plain), out, LazyOptions(**kw))
+    return out.getvalue(), dict(res.annotations), str(res.diff_id)
+
+
+def findings(blob: bytes, ann: dict[str, str], diff_id: str | None) -> list[str]:
+    from layouttool.digest import Digest
+    from layouttool.lazy.check import check_layer
+
+    got = check_layer(
+        ann,
+        len(blob),
+        lambda o, n: blob[o : o + n],
+        lambda: io.BytesIO(blob),
+        Digest.parse(diff_id) if diff_id else None,
+    )
+    return [f.code for f in got]
+
+
+def relie_zstd_chunked(
+    blob: bytes, ann: dict[str, str], mutate: Any
+) -> tuple[bytes, dict[str, str]]:
+    """The same blob with its TOC changed by ``mutate`` (annotations and footer made to agree,
+    so only the lie itself is left)."""
+    loc = zstd_chunked.locate(ann)
+    assert loc.tar_split is not None
+    toc = zstd_chunked.decompress_toc(
+        blob[loc.toc.offset : loc.toc.offset + loc.toc.length], loc.toc.uncompressed, "t"
+    )
+    mutate(toc["entries"])
+    toc_json = json.dumps(toc).encode()
+    ctoc = zstandard.ZstdCompressor().compress(toc_json)
+    cts = blob[loc.tar_split.offset : loc.tar_split.offset + loc.tar_split.length]
+    data = blob[: loc.toc.offset - 8]
+    toc_off = len(data) + 8
+    ts_off = toc_off + len(ctoc) + 8
+    tsu = loc.tar_split.uncompressed
+    footer = struct.pack("<7Q", toc_off, len(ctoc), len(toc_json), 1, ts_off, len(cts), tsu)
+    new = (
+        data
+        + zstd_chunked.skippable(ctoc)
+        + zstd_chunked.skippable(cts)
+        + zstd_chunked.skippable(footer + b"GNUlInUx")
+    )
+    return new, {
+        mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST: sha(ctoc),
+        mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{toc_off}:{len(ctoc)}:{len(toc_json)}:1",
+        mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION: f"{ts_off}:{len(cts)}:{tsu}",
+    }
+
+
+def relie_estargz(blob: bytes, ann: dict[str, str], mutate: Any) -> tuple[bytes, dict[str, str]]:
+    off = estargz.parse_footer(blob)
+    tar = gzip.decompress(blob[off:-51])
+    toc = json.loads(_content(tar, "stargz.index.json"))
+    mutate(toc["entries"])
+    toc_json = json.dumps(toc, indent="\t").encode()
+    member = gzip.compress(estargz.toc_member(toc_json), mtime=0)
+    new = blob[:off] + member + estargz.footer(off)
+    size = len(gzip.decompress(new))
+    return new, {
+        mt.ANNOT_ESTARGZ_TOC_DIGEST: sha(toc_json),
+        mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: str(size),
+    }
+
+
+def _entry(entries: list[dict[str, Any]], name: str, nth: int = 0) -> dict[str, Any]:
+    return [e for e in entries if e["name"] == name][nth]
+
+
+ZC_LIES = {
+    "wrong file digest": (
+        lambda es_: _entry(es_, "etc/passwd").update(digest="sha256:" + "0" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong chunk digest": (
+        lambda es_: _entry(es_, "big.bin", 1).update(chunkDigest="sha256:" + "1" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong offset": (lambda es_: _entry(es_, "etc/passwd").update(offset=1), "lazy-toc-offset"),
+    "wrong end offset": (
+        lambda es_: _entry(es_, "big.bin").update(endOffset=_entry(es_, "big.bin")["offset"]),
+        "lazy-toc-offset",
+    ),
+    "wrong mode": (lambda es_: _entry(es_, "etc/").update(mode=0o777), "lazy-toc-entry"),
+    "missing entry": (lambda es_: es_.remove(_entry(es_, "fifo")), "lazy-toc-entry"),
+    "extra entry": (lambda es_: es_.append({"type": "reg", "name": "ghost"}), "lazy-toc-entry"),
+}
+ES_LIES = {
+    "wrong file digest": (
+        lambda es_: _entry(es_, "etc/passwd").update(digest="sha256:" + "0" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong chunk digest": (
+        lambda es_: _entry(es_, "big.bin", 1).update(chunkDigest="sha256:" + "1" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong offset": (
+        lambda es_: _entry(es_, "big.bin", 1).update(offset=_entry(es_, "big.bin")["offset"]),
+        "lazy-toc-offset",
+    ),
+    "wrong uid": (lambda es_: _entry(es_, "big.bin").update(uid=0), "lazy-toc-entry"),
+    "missing entry": (lambda es_: es_.remove(_entry(es_, "fifo")), "lazy-toc-entry"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(ZC_LIES))
+def test_zstd_chunked_lying_toc_is_a_problem(lie: str) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    assert findings(blob, ann, diff_id) == []
+    mutate, code = ZC_LIES[lie]
+    bad, bad_ann = relie_zstd_chunked(blob, ann, mutate)
+    assert code in findings(bad, bad_ann, diff_id)
+
+
+@pytest.mark.parametrize("lie", sorted(ES_LIES))
+def test_estargz_lying_toc_is_a_problem(lie: str) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(estargz, plain, chunk_size=64 << 10)
+    assert findings(blob, ann, diff_id) == []
+    mutate, code = ES_LIES[lie]
+    bad, bad_ann = relie_estargz(blob, ann, mutate)
+    new_diff = sha(gzip.decompress(bad))
+    assert code in findings(bad, bad_ann, new_diff)
+
+
+def test_lying_annotations_are_problems() -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    wrong = {**ann, mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST: "sha256:" + "2" * 64}
+    assert findings(blob, wrong, diff_id) == ["lazy-toc-digest"]
+    o, ln, u, t = ann[mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION].split(":")
+    moved = {**ann, mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{int(o) - 1}:{ln}:{u}:{t}"}
+    assert "lazy-annotation" in findings(blob, moved, diff_id)
+    assert findings(blob, ann, "sha256:" + "3" * 64) == ["lazy-diff-id"]
+    assert findings(blob[:-10], ann, diff_id) == ["lazy-toc"]  # truncated footer
+    eblob, eann, ediff = written(estargz, plain)
+    assert findings(eblob, {**eann, mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: "12"}, ediff) == [
+        "lazy-size"
+    ]
+    wrong = {**eann, mt.ANNOT_ESTARGZ_TOC_DIGEST: "sha256:" + "2" * 64}
+    assert findings(eblob, wrong, ediff) == ["lazy-toc-digest"]
+    assert findings(eblob[:-3], eann, ediff) == ["lazy-toc"]
+
+
+def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    bad, bad_ann = relie_zstd_chunked(blob, ann, ZC_LIES["wrong file digest"][0])
+    layout = Layout.init(tmp_path / "oci")
+    info = layout.put_bytes(bad)
+    cfg = layout.put_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        },
+        mt.MT_OCI_CONFIG,
+    )
+    man = layout.put_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.MT_OCI_MANIFEST,
+            "config": cfg.to_json(),
+            "layers": [{**info.descriptor(mt.MT_OCI_LAYER_ZSTD).to_json(), "annotations": bad_ann}],
+        },
+        mt.MT_OCI_MANIFEST,
+    )
+    set_index(layout, [named(man, "lie")])
+    r = run_cli("verify", layout.root, "--json")
+    assert r.code == 5
+    doc = json.loads(r.stdout)
+    assert [p["kind"] for p in doc["problems"]] == ["lazy-toc-content"]
+    assert "etc/passwd" in doc["problems"][0]["message"]
+    r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
+    assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC

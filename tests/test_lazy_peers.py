@@ -175,3 +175,16 @@ def test_we_read_what_podman_writes_as_zstd_chunked(tmp_path: Path, podman: list
     assert (
         diff(snapshot(tmp_path / "t1", owners=False), snapshot(tmp_path / "t2", owners=False)) == []
     )
+
+
+def test_podman_4_drops_trailing_tar_padding_and_verify_says_so(
+    tmp_path: Path, podman: list[str]
+) -> None:
+    """containers/storage 1.43 did not copy the bytes after the end-of-archive blocks into the
+    zstd:chunked stream, so a padded tar comes out with another diff_id than its config says:
+    verify reports it (the TOC check decompresses the layer)."""
+    out = podman_layout(tmp_path, podman, padded=True)
+    r = run_cli("verify", out, "--json")
+    assert r.code == 5
+    kinds = [p["kind"] for p in json.loads(r.stdout)["problems"]]
+    assert kinds == ["lazy-diff-id"]
