@@ -30,6 +30,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
     "to-docker-save": ("cmd_docker_save", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
+    "export": ("cmd_merge", "export_cmd", "Import and export"),
+    "diff": ("cmd_merge", "diff_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
 }

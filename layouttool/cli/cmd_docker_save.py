@@ -1,4 +1,4 @@
-"""Export command: to-docker-save."""
+"""to-docker-save: write images as one docker save tarball."""
 
 from __future__ import annotations
 
