@@ -28,7 +28,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 #: every command that takes --json (all of them)
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
-    "unpack", "to-docker-save", "gc", "push", "pull",
+    "unpack", "to-docker-save", "gc", "push", "pull", "login", "logout",
 )
 
 

@@ -32,6 +32,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
+    "login": ("cmd_remote", "login_cmd", "Registries"),
+    "logout": ("cmd_remote", "logout_cmd", "Registries"),
 }
 SECTIONS = ("Import and export", "Layouts", "Transform", "Maintenance", "Registries")
 
