@@ -216,9 +216,9 @@ def login_cmd(
 
     \b
     Examples:
-      echo "$TOKEN" | layouttool login ghcr.io -u me --password-stdin
       layouttool login reg.example:5000 -u ci --password-stdin --cert-dir ./certs < pw.txt
       layouttool login reg.example -u me --authfile ~/.docker/config.json
+      echo "$TOKEN" | layouttool login ghcr.io -u me --password-stdin
     """
     user, password = _password(username, password_stdin)
     with progress(debug_is_verbose=True) as prog:
