@@ -113,6 +113,16 @@ CODES: Final[dict[str, tuple[Severity, int, str]]] = {
     NULL_FIELD: ("warning", 4, "null where a field is optional (read as absent)"),
     LAYERS_EMPTY: ("warning", 4, "an image manifest with no layers (a SHOULD)"),
     ARTIFACT_CONFIG: ("warning", 4, "an artifact's config is typed as an image config"),
+    # a lazy-pull layer (zstd:chunked, eStargz) whose TOC lies: layouttool.lazy.check
+    "lazy-annotation": ("problem", 5, "its annotations disagree with its footer"),
+    "lazy-toc-digest": ("problem", 5, "its TOC does not hash to what names it"),
+    "lazy-toc": ("problem", 4, "its TOC cannot be read"),
+    "lazy-toc-entry": ("problem", 5, "a TOC entry differs from the tar"),
+    "lazy-toc-offset": ("problem", 5, "a TOC offset does not start its piece"),
+    "lazy-toc-content": ("problem", 5, "a file or chunk digest does not match"),
+    "lazy-tar-split": ("problem", 5, "the tar-split does not rebuild the tar"),
+    "lazy-diff-id": ("problem", 5, "the layer does not decompress to its diff_id"),
+    "lazy-size": ("problem", 5, "eStargz's uncompressed-size annotation is wrong"),
 }
 
 #: the content of the empty descriptor (image-spec v1.1 manifest.md "Guidance for an Empty
@@ -186,6 +196,14 @@ class Finding:
 def finding(code: str, digest: Digest | None, where: str, message: str) -> Finding:
     """A finding of ``code``, its severity taken from :data:`CODES`."""
     return Finding(CODES[code][0], code, digest, where, message)
+
+
+def lazy_finding(code: str, digest: Digest, where: str, message: str) -> Finding:
+    """A problem of a lazy-pull layer (:mod:`layouttool.lazy.check`): a code it may add later
+    is still a problem, exit 5 (the layer lies)."""
+    if code not in CODES:
+        code = "lazy-toc-content"
+    return finding(code, digest, where, message)
 
 
 def finding_of(exc: LayoutToolError, digest: Digest | None, where: str) -> Finding:
@@ -634,6 +652,7 @@ __all__ = [
     "check_schema",
     "finding",
     "finding_of",
+    "lazy_finding",
     "media_type_finding",
     "parse_document",
     "read_document",

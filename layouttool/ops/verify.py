@@ -45,6 +45,7 @@ from layouttool.reader import (
     check_schema,
     finding,
     finding_of,
+    lazy_finding,
 )
 from layouttool.store import Layout
 
@@ -162,13 +163,18 @@ class _Verifier:
         parent = node.parent.document if node.parent is not None else None
         manifest = parent.manifest if parent is not None and parent.ok else None
         image = parent is not None and parent.kind is Kind.IMAGE and manifest is not None
-        job = self._deep_job(node, manifest) if image and manifest is not None else None
+        lazy = node.role == "layer" and mt.lazy_format(desc.annotations) is not None
+        job = (self._deep_job(node, manifest) if image and manifest is not None and not lazy
+               else None)
         if key in self.leaves:
             f = self.leaves[key]
             if f is not None and f.code in _PER_DESCRIPTOR:
                 self.add(replace(f, where=node.where()))
         else:
-            f = self._check_leaf(node, size, manifest, image, deep=job is not None)
+            if lazy:
+                f = self._check_lazy(node, size, manifest if image else None)
+            else:
+                f = self._check_leaf(node, size, manifest, image, deep=job is not None)
             self.leaves[key] = f
             if f is not None:
                 self.add(f)
@@ -222,6 +228,45 @@ class _Verifier:
         except LayoutToolError as exc:
             return finding_of(exc, desc.digest, where)
         return None
+
+    def _check_lazy(
+        self, node: Node, size: int | None, manifest: Manifest | None
+    ) -> Finding | None:
+        """A lazy-pull layer: its TOC checked against its annotations and its tar, and (as
+        --deep does for every layer) its content against the diff_id, in the one pass that
+        also checks its digest. Each lie is a problem of its own; the first is returned."""
+        import os
+
+        from layouttool.codec import TeeReader
+        from layouttool.lazy.check import check_layer
+
+        desc = node.desc
+        where = node.where()
+        diff_id = None
+        if manifest is not None:
+            ids = self.diff_ids.get(manifest.config.digest)
+            i = next(i for i, d in enumerate(manifest.layers) if d is desc)
+            diff_id = ids[i] if ids is not None and i < len(ids) else None
+        try:
+            with self.layout.open_blob(desc.digest, size) as r:
+                fd = r.fileno()
+                found = check_layer(
+                    desc.annotations,
+                    r.size,
+                    lambda off, n: os.pread(fd, n, off),
+                    lambda: TeeReader(r, advance=self._task.advance),
+                    diff_id,
+                    what=f"lazy layer {desc.digest}",
+                )
+                r.finish()  # the digest is checked even if a finding stopped the pass early
+                self._count(r.size, advanced=True)
+        except NotFoundError as exc:
+            return absent_finding(desc, where, node.role, str(exc))
+        except LayoutToolError as exc:
+            return finding_of(exc, desc.digest, where)
+        out = [lazy_finding(f.code, desc.digest, where, f.message) for f in found]
+        self.findings += out[1:]
+        return out[0] if out else None
 
     def _count(self, n: int, *, advanced: bool = False) -> None:
         self.checked += 1
