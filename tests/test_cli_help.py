@@ -166,7 +166,8 @@ def test_flags_are_spelled_the_same_on_every_command(name: str) -> None:
     cmd = command(name)
     for opt in options(cmd):
         names = set(opt.opts) | set(opt.secondary_opts)
-        assert not names & (SYNONYMS - NOT_SYNONYMS.get(name, set())), f"{name}: {sorted(names & SYNONYMS)} (use the canonical flag)"
+        bad = names & (SYNONYMS - NOT_SYNONYMS.get(name, set()))
+        assert not bad, f"{name}: {sorted(bad)} (use the canonical flag)"
         for flag, (want, metavar) in CANONICAL.items():
             if flag in names or (set(want) - {flag}) & names:
                 assert sorted(opt.opts) == sorted(want), f"{name}: {opt.opts} should be {want}"
