@@ -29,7 +29,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
-    "new", "append", "config",
+    "new", "append", "config", "repack",
 )
 
 

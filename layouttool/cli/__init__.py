@@ -33,6 +33,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "new": ("cmd_build", "new_cmd", "Build"),
     "append": ("cmd_build", "append_cmd", "Build"),
     "config": ("cmd_build", "config_cmd", "Build"),
+    "repack": ("cmd_build", "repack_cmd", "Build"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
 }

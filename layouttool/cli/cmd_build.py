@@ -178,3 +178,45 @@ def config_cmd(image: str, tag: str | None, platform: Platform | None, as_json: 
     emit(res, as_json, lambda: _where(res.update))
     _notes(res.notes)
     summary(f"changed {', '.join(res.changed) or 'nothing but the history'}")
+
+
+@click.command("repack")
+@click.argument("image")
+@click.argument("bundle", type=click.Path(file_okay=False))
+@tag_option
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]),
+              help=_COMPRESSION_HELP)
+@click.option("--history-comment", metavar="TEXT", help="Comment of the new history entry.")
+@json_option
+def repack_cmd(image: str, bundle: str, tag: str | None, compression: str | None,
+               history_comment: str | None, as_json: bool) -> None:
+    """Write what changed in an unpacked rootfs as one new layer of IMAGE.
+
+    BUNDLE is the DEST that 'layouttool unpack' was given (with or without --bundle and
+    --rootless); unpack left a record beside the rootfs. The layer holds exactly the
+    difference: new and changed files, one whiteout per deleted path (nothing beneath a
+    deleted directory), type changes, mode/owner/xattr/mtime changes, new hardlinks, and an
+    opaque directory where that is smaller. Only files whose stat cannot tell are hashed.
+    The new image is the unpacked image plus that layer; IMAGE's ref (or --tag) moves to
+    it. No change: nothing is written, and it says so.
+
+    \b
+    Examples:
+      layouttool unpack ./oci:app ./rootfs && echo hi > ./rootfs/etc/motd
+      layouttool repack ./oci:app ./rootfs
+      layouttool repack ./oci:app ./bundle --tag app:edited --history-comment "motd"
+      layouttool repack ./oci:app ./bundle --compression zstd --json
+    """
+    from layouttool.ops.repack import repack_image
+
+    with progress() as prog:
+        res = repack_image(image, bundle, tag=tag, compression=compression,
+                           history_comment=history_comment, progress=prog)
+    emit(res, as_json, lambda: _where(res.update) if res.update is not None else None)
+    _notes(res.notes)
+    if res.layer is not None:
+        summary(
+            f"repacked {res.added} added, {res.modified} modified, {res.deleted} deleted "
+            f"({res.hashed} hashed) into a layer of {human_size(res.layer['size'])} "
+            f"in {res.seconds:.1f}s"
+        )

@@ -71,6 +71,7 @@ __all__ = [
     "opaque_entry",
     "read_xattrs",
     "retar",
+    "walk_below",
     "walk_tree",
     "whiteout_entry",
 ]
@@ -359,15 +360,22 @@ def walk_tree(
     """
     top = os.open(root, _DIR_FLAGS)
     try:
-        yield from _walk(top, "", prefix, owner, clamp, warn)
+        yield from walk_below(top, "", prefix=prefix, owner=owner, clamp=clamp, warn=warn)
     finally:
         os.close(top)
 
 
-def _walk(
-    dir_fd: int, rel: str, prefix: str, owner: OwnerFn, clamp: int | None,
+def walk_below(
+    dir_fd: int,
+    rel: str,
+    *,
+    prefix: str = "",
+    owner: OwnerFn,
+    clamp: int | None = None,
     warn: Callable[[str], None],
 ) -> Iterator[TarEntry]:
+    """Like :func:`walk_tree`, below the open directory ``dir_fd`` whose path is ``rel``
+    (entries are named ``prefix/rel/<path>``, and ``owner`` gets ``rel/<path>``)."""
     for name in _sorted_names(dir_fd):
         path = join(rel, name)
         try:
@@ -382,7 +390,8 @@ def _walk(
         if e.type == tarfile.DIRTYPE:
             sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
             try:
-                yield from _walk(sub, path, prefix, owner, clamp, warn)
+                yield from walk_below(sub, path, prefix=prefix, owner=owner, clamp=clamp,
+                                      warn=warn)
             finally:
                 os.close(sub)
 
