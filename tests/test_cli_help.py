@@ -202,7 +202,8 @@ def test_completion_script(shell: str) -> None:
 def test_completion_of_commands_and_choices() -> None:
     proc = _complete("layouttool con", 1)
     assert proc.returncode == 0 and proc.stderr == ""
-    assert proc.stdout.split() == ["plain,convert"]
+    assert proc.stdout.split() == [f"plain,{c}" for c in sorted(COMMANDS) if c.startswith("con")]
+    assert "plain,convert" in proc.stdout.split()
     if "convert" in COMMANDS:
         proc = _complete("layouttool convert x --compression ", 4)
         assert sorted(proc.stdout.split()) == ["plain,gzip", "plain,none", "plain,zstd"]

@@ -167,7 +167,7 @@ def config_cmd(image: str, tag: str | None, platform: Platform | None, as_json: 
     Examples:
       layouttool config ./oci:app --entrypoint '["/app/server"]' --cmd '["--port", "80"]'
       layouttool config ./oci:app --env 'PATH=/app/bin:$PATH' --label team=web
-      layouttool config ./oci:app --cmd 'exec nginx -g "daemon off;"' --tag app:2
+      layouttool config ./oci:app --cmd 'exec python3 /app/main.py' --tag app:2
       layouttool config ./oci:multi --platform linux/arm64 --user 1000 --json
     """
     from layouttool.mutate import ConfigEdit
@@ -198,11 +198,11 @@ def repack_cmd(image: str, bundle: str, tag: str | None, compression: str | None
     deleted directory), type changes, mode/owner/xattr/mtime changes, new hardlinks, and an
     opaque directory where that is smaller. Only files whose stat cannot tell are hashed.
     The new image is the unpacked image plus that layer; IMAGE's ref (or --tag) moves to
-    it. No change: nothing is written, and it says so.
+    it. No change: nothing is written, and it says so. A typical session:
+    'layouttool unpack ./oci:app ./rootfs', edit ./rootfs, then repack.
 
     \b
     Examples:
-      layouttool unpack ./oci:app ./rootfs && echo hi > ./rootfs/etc/motd
       layouttool repack ./oci:app ./rootfs
       layouttool repack ./oci:app ./bundle --tag app:edited --history-comment "motd"
       layouttool repack ./oci:app ./bundle --compression zstd --json
