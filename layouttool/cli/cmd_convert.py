@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layouttool.cli._common import emit, human_size, json_option, progress, summary
+from layouttool.cli._common import emit, human_size, json_option, progress, summary, warn
 from layouttool.model import Platform
 from layouttool.ops.convert import Format, convert_image
 
@@ -121,6 +121,7 @@ def convert_cmd(
             )
         return "\n".join(lines)
 
+    warn(res.warnings)
     emit(res, as_json, text)
     summary(
         f"{sum(e.changed for e in res.entries)} of {len(res.entries)} image(s) converted, "

@@ -119,6 +119,23 @@ def read_checked(layout: Layout, desc: Descriptor, where: str) -> Document:
     return doc
 
 
+def read_manifest(layout: Layout, desc: Descriptor) -> Manifest:
+    """Read an image (or artifact) manifest through the reader: a problem raises, and so does
+    a document that is not a manifest (whatever its descriptor says)."""
+    doc = read_checked(layout, desc, f"manifest {desc.digest}")
+    if doc.manifest is None:
+        raise UnsupportedError(f"{desc.digest} is {doc.describe()}, not a manifest")
+    return doc.manifest
+
+
+def read_index_blob(layout: Layout, desc: Descriptor) -> Index:
+    """Read an index through the reader (as :func:`read_manifest`)."""
+    doc = read_checked(layout, desc, f"index {desc.digest}")
+    if doc.index is None:
+        raise UnsupportedError(f"{desc.digest} is {doc.describe()}, not an index")
+    return doc.index
+
+
 def resolve_manifest(
     layout: Layout, entry: Descriptor, platform: Platform | None = None
 ) -> ResolvedManifest:

@@ -116,6 +116,8 @@ def unpack_image(
     """
     start = time.monotonic()
     img = open_image(image, platform, purpose="unpack")
+    for finding in img.warnings:
+        progress.note(f"warning: {finding.line()}")
     layers = img.manifest.layers
     diff_ids = img.config.diff_ids
     if len(diff_ids) != len(layers):
