@@ -77,6 +77,8 @@ _TAR_TYPE = {
 }
 
 Pos = tuple[int, int]
+#: the data runs of a sparse file: (offset in the file, length), in order
+Runs = list[tuple[int, int]]
 
 
 class Meta:
@@ -169,16 +171,20 @@ class Dir:
 class Inode:
     """A non-directory object; hardlinks share one.
 
-    ``pos`` is the member that made it (where a file's bytes are), ``path`` the name it was
-    made under, ``links`` the names it has (kept only when tracking).
+    ``pos`` is the member that made it, ``path`` the name it was made under, ``links`` the
+    names it has (kept only when tracking). A file's bytes are in layer ``pos[0]`` at
+    ``data``: the offset of the member's data in the uncompressed stream, and the data runs of
+    a sparse member (None: one run of ``meta.size`` bytes).
     """
 
-    __slots__ = ("links", "meta", "path", "pos")
+    __slots__ = ("data", "links", "meta", "path", "pos")
 
-    def __init__(self, meta: Meta, pos: Pos, path: str) -> None:
+    def __init__(self, meta: Meta, pos: Pos, path: str,
+                 data: tuple[int, Runs | None] | None = None) -> None:
         self.meta = meta
         self.pos = pos
         self.path = path
+        self.data = data
         self.links = 0
 
 
@@ -289,7 +295,7 @@ def _read_exact(src: Reader, n: int, name: str) -> bytes:
     return data
 
 
-def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> list[tuple[int, int]] | None:
+def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Runs | None:
     """The data runs of a sparse member, checked (in order, inside the file, stored)."""
     sparse = typing.cast("list[tuple[int, int]] | None", m.sparse)
     if sparse is None:
@@ -314,15 +320,11 @@ def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> list[tuple[int, in
     return runs
 
 
-def _content(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
-    """The member's content in chunks of at most CHUNK_SIZE, holes of sparse files as zeros.
-
-    Read from ``tar.fileobj`` at the member's data, as unpack reads it.
-    """
-    src = typing.cast(Reader, tar.fileobj)
-    runs = _sparse_runs(tar, m)
+def _content(src: Reader, size: int, runs: Runs | None, name: str) -> Iterator[bytes]:
+    """A file's content in chunks of at most CHUNK_SIZE, read from ``src`` positioned at the
+    member's data (as unpack reads it); the holes of a sparse file come out as zeros."""
     if runs is None:
-        runs = [(0, m.size)]
+        runs = [(0, size)]
     pos = 0
     for off, length in runs:
         while pos < off:
@@ -332,11 +334,11 @@ def _content(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
         remaining = length
         while remaining:
             n = min(remaining, CHUNK_SIZE)
-            yield _read_exact(src, n, m.name)
+            yield _read_exact(src, n, name)
             remaining -= n
         pos = off + length
-    while pos < m.size:
-        n = min(m.size - pos, CHUNK_SIZE)
+    while pos < size:
+        n = min(size - pos, CHUNK_SIZE)
         yield _ZEROS[:n]
         pos += n
 
@@ -398,6 +400,8 @@ class MergedTree:
         #: the member being applied: its position, and its mtime (for implied directories)
         self._pos: Pos = (-1, -1)
         self._mtime: float = 0
+        #: where the current regular member's data is (offset, sparse runs)
+        self._data: tuple[int, Runs | None] | None = None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -428,13 +432,14 @@ class MergedTree:
                 digest = None
                 if m.isreg():
                     stats.file_bytes += m.size
+                    runs = _sparse_runs(tar, m)
+                    self._data = (m.offset_data, runs)
                     if hash_contents:
                         h = hashlib.sha256()
-                        for chunk in _content(tar, m):
+                        src = typing.cast(Reader, tar.fileobj)
+                        for chunk in _content(src, m.size, runs, m.name):
                             h.update(chunk)
                         digest = h.digest()
-                    else:
-                        _sparse_runs(tar, m)
                 self._apply(m, (self._layer, ordinal), digest)
         if self._warn_count > _MAX_WARNINGS:
             stats.warnings.append(
@@ -692,7 +697,7 @@ class MergedTree:
             self.root_set = True
             return
         if m.isreg():
-            self._leaf(parts, Meta.of(m, FILE, digest))
+            self._leaf(parts, Meta.of(m, FILE, digest), self._data)
         elif m.isdir():
             self._directory(m, parts)
         elif m.issym():
@@ -717,11 +722,12 @@ class MergedTree:
             self._stats.skipped += 1
             self._warn(f"layer tar: {m.name!r}: unknown entry type {m.type!r} skipped")
 
-    def _leaf(self, parts: list[str], meta: Meta) -> None:
+    def _leaf(self, parts: list[str], meta: Meta,
+              data: tuple[int, Runs | None] | None = None) -> None:
         parent, pcanon, name = self._entry_parent(parts)
         path = join(pcanon, name)
         self._clear_slot(parent, pcanon, name, keep_dir=False)
-        self._bind(parent, name, path, Inode(meta, self._pos, path))
+        self._bind(parent, name, path, Inode(meta, self._pos, path, data))
         self._mark_upper(path)
 
     def _directory(self, m: tarfile.TarInfo, parts: list[str]) -> None:
@@ -983,7 +989,7 @@ def write_merged(
         if parent:
             ensure_dir(parent)
 
-    def emit(e: _Event, tar: tarfile.TarFile | None, m: tarfile.TarInfo | None) -> None:
+    def emit(e: _Event, src: _Cursor | None) -> None:
         if isinstance(e.node, Dir):
             ensure_dir(e.path)
             return
@@ -991,13 +997,10 @@ def write_merged(
         ensure_parent(e.path)
         out.header(e.path, meta)
         if e.needs_content:
-            assert tar is not None and m is not None
-            if not m.isreg() or m.size != meta.size:
-                raise errors.IntegrityError(
-                    f"layer {e.pos[0] + 1}: member {e.pos[1]} is not the file {e.path!r} it "
-                    "was on the first read (did the blob change?)"
-                )
-            out.content(_content(tar, m), meta.size, e.path)
+            assert src is not None and e.node.data is not None
+            offset, runs = e.node.data
+            src.skip_to(offset, e.path)
+            out.content(_content(src, meta.size, runs, e.path), meta.size, e.path)
         for other in e.others:
             ensure_parent(other)
             out.header(other, meta, link=e.path)
@@ -1009,24 +1012,51 @@ def write_merged(
         events = by_layer.get(layer, [])
         if not any(e.needs_content for e in events):
             for e in events:
-                emit(e, None, None)
+                emit(e, None)
             continue
         read.append(layer)
-        i = 0
-        with open_layer(layer) as stream, open_stream(stream) as tar:
-            for ordinal, m in enumerate(_members(tar, lambda _msg: None)):
-                while i < len(events) and events[i].pos[1] == ordinal:
-                    emit(events[i], tar, m)
-                    i += 1
-                if i == len(events):
-                    break
-        if i < len(events):
-            raise errors.IntegrityError(
-                f"layer {layer + 1} ended before member {events[i].pos[1]} ({events[i].path!r})"
-                " that the first read found (did the blob change?)"
-            )
+        with open_layer(layer) as stream:
+            cursor = _Cursor(stream, layer)
+            for e in events:
+                emit(e, cursor)
     out.close()
     return WriteStats(out.entries, out.content_bytes, out.size, tuple(read))
+
+
+class _Cursor:
+    """A forward-only reader of a layer's uncompressed stream that knows its position (pass 2
+    reads a file's bytes at the offset pass 1 found, without parsing the headers again)."""
+
+    def __init__(self, src: Reader, layer: int) -> None:
+        self._src = src
+        self._layer = layer
+        self.pos = 0
+
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, fewer only at the end (the source may return short reads)."""
+        data = self._src.read(n)
+        if 0 < len(data) < n:
+            parts = [data]
+            got = len(data)
+            while got < n and (more := self._src.read(n - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.pos += len(data)
+        return data
+
+    def skip_to(self, offset: int, name: str) -> None:
+        while self.pos < offset:
+            if not self.read(min(offset - self.pos, CHUNK_SIZE)):
+                raise errors.IntegrityError(
+                    f"layer {self._layer + 1} ended before the data of {name!r} that the first "
+                    "read found (did the blob change?)"
+                )
+        if self.pos != offset:  # pragma: no cover - offsets only grow
+            raise errors.InternalError(f"merged tree: {name!r}: data offsets go backwards")
+
+    def tell(self) -> int:
+        return self.pos
 
 
 # -- comparing two trees --------------------------------------------------------------------
