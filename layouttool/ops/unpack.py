@@ -30,13 +30,15 @@ from layouttool.errors import (
     ConflictError,
     IntegrityError,
     InvalidInputError,
+    LayoutToolError,
     UnsupportedError,
     from_oserror,
 )
 from layouttool.model import Platform, dump_json
-from layouttool.ops.common import open_image
+from layouttool.ops.common import ResolvedImage, open_image
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.rootfs import ApplyOptions, apply_layer
+from layouttool.rootfs.record import Facts, encode_record, record_path, snapshot
 from layouttool.store import write_atomically
 
 
@@ -56,6 +58,8 @@ class UnpackResult:
     bundle: bool
     rootless: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: the record of what was written, beside the rootfs (None if it could not be written)
+    record: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -72,6 +76,7 @@ class UnpackResult:
             "bundle": self.bundle,
             "rootless": self.rootless,
             "warnings": list(self.warnings),
+            "record": self.record,
         }
 
 
@@ -133,6 +138,7 @@ def unpack_image(
             raise from_oserror(exc, "create", root) from exc
     rootless = rootless or os.geteuid() != 0
     opts = ApplyOptions(rootless=rootless)
+    facts = Facts()
     entries = 0
     written = 0
     warnings: list[str] = []
@@ -155,7 +161,8 @@ def unpack_image(
             # decompress + hash on another core while this one parses tar and writes files
             ahead = PrefetchReader(hashed)
             try:
-                stats = apply_layer(ahead, root, opts)  # type: ignore[arg-type]
+                stats = apply_layer(ahead, root, opts,  # type: ignore[arg-type]
+                                    on_entry=facts.hook(i))
                 while ahead.read(CHUNK):
                     pass
             finally:
@@ -187,6 +194,7 @@ def unpack_image(
 
         spec = runtime_config(img.config.doc, root, rootless=rootless)
         write_atomically(dest_path / "config.json", dump_json(spec))
+    record = _write_record(root, img, facts, image, rootless, warnings, progress)
     return UnpackResult(
         image=image,
         dest=str(dest_path),
@@ -200,5 +208,30 @@ def unpack_image(
         bundle=bundle,
         rootless=rootless,
         warnings=tuple(warnings),
+        record=record,
     )
+
+
+def _write_record(root: Path, img: ResolvedImage, facts: Facts, image: str, rootless: bool,
+                  warnings: list[str], progress: Progress) -> str | None:
+    """Write what the rootfs holds now beside it, for ``repack`` (see rootfs.record); a
+    failure is a warning: the rootfs itself is complete."""
+    header = {
+        "image": image,
+        "manifest": img.manifest_desc.to_json(),
+        "config": str(img.manifest.config.digest),
+        "layers": [d.to_json() for d in img.manifest.layers],
+        "rootless": rootless,
+        "dev": root.stat().st_dev,
+    }
+    try:
+        path = record_path(root)
+        write_atomically(path, b"".join(encode_record(header, snapshot(root, facts,
+                                                                        rootless=rootless))))
+    except (OSError, LayoutToolError) as exc:
+        msg = f"could not write the unpack record beside {root} ({exc}); repack will not work"
+        warnings.append(msg)
+        progress.note(f"warning: {msg}")
+        return None
+    return str(path)
 
