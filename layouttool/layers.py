@@ -143,10 +143,13 @@ def spool_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    uncompressed: bool = False,
 ) -> PendingLayer:
     """Like :func:`store_layer`, but stop before the rename: the caller commits or aborts."""
     peek = PeekReader(src)
-    found = sniff(peek.peek(8))
+    # a tar the caller made is not sniffed: its first member's name is its first bytes, and a
+    # name that starts with 1f 8b would pass for gzip
+    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
     if found not in LAYER_COMPRESSIONS:
         raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
     if declared is not None and declared is not found:
@@ -204,12 +207,14 @@ def store_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    uncompressed: bool = False,
 ) -> LayerResult:
     """Store the layer read from ``src`` in ``layout``, in one pass.
 
     ``target`` None keeps the source's compression. ``declared`` is the compression the media
     type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
     on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
+    ``uncompressed``: the source is a tar the caller made, taken as such without sniffing.
     """
     with spool_layer(
         layout,
@@ -222,6 +227,7 @@ def store_layer(
         max_size=max_size,
         what=what,
         task=task,
+        uncompressed=uncompressed,
     ) as pending:
         return pending.commit()
 

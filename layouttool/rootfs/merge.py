@@ -46,6 +46,7 @@ from layouttool.rootfs.names import (
     split_name,
 )
 from layouttool.rootfs.tarread import CHUNK_SIZE, Reader, corrupt, iter_members, open_stream
+from layouttool.rootfs.write import Source, TarEntry, TarStream
 
 __all__ = [
     "Change",
@@ -53,6 +54,7 @@ __all__ = [
     "Entry",
     "LayerChanges",
     "LayerStats",
+    "MergedTar",
     "MergedTree",
     "TreeDiff",
     "WriteStats",
@@ -64,7 +66,6 @@ __all__ = [
 MAX_SYMLINK_HOPS = 255
 _MAX_WARNINGS = 100
 _ZEROS = bytes(CHUNK_SIZE)
-_END_OF_ARCHIVE = bytes(1024)
 #: the entry kinds; also the ``type`` values of ``diff --json``
 FILE, DIR, SYMLINK, CHAR, BLOCK, FIFO = "file", "dir", "symlink", "char", "block", "fifo"
 _TAR_TYPE = {
@@ -852,63 +853,44 @@ class WriteStats:
     layers_read: tuple[int, ...]
 
 
-class _TarOut:
-    """Writes tar entries (PAX where needed) to ``write``; names are relative POSIX paths."""
+def _tar_entry(name: str, meta: Meta, *, link: str | None = None,
+               content: Callable[[], Source] | None = None) -> TarEntry:
+    """The tar entry of ``meta`` under ``name`` (a hardlink to ``link`` when given). Times
+    are whole seconds and owners numeric, as every layer :mod:`~layouttool.rootfs.write`
+    makes."""
+    xattrs = {} if link is not None or not meta.xattrs else {
+        k: v.encode("utf-8", "surrogateescape") for k, v in meta.xattrs.items()}
+    return TarEntry(
+        name,
+        tarfile.LNKTYPE if link is not None else _TAR_TYPE[meta.kind],
+        meta.mode,
+        meta.uid,
+        meta.gid,
+        int(meta.mtime),
+        meta.size if link is None and meta.kind == FILE else 0,
+        link if link is not None else meta.target,
+        meta.devmajor,
+        meta.devminor,
+        xattrs,
+        content,
+    )
 
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self.entries = 0
-        self.content_bytes = 0
-        self.size = 0
 
-    def _out(self, data: bytes) -> None:
-        self._write(data)
-        self.size += len(data)
+class _Chunks:
+    """A :class:`~layouttool.rootfs.write.Source` over an iterator of byte chunks."""
 
-    def header(self, name: str, meta: Meta, *, link: str | None = None) -> None:
-        info = tarfile.TarInfo(name)
-        if link is not None:
-            info.type = tarfile.LNKTYPE
-            info.linkname = link
-        else:
-            info.type = _TAR_TYPE[meta.kind]
-            info.linkname = meta.target
-            if meta.kind == FILE:
-                info.size = meta.size
-        info.mode = meta.mode
-        info.uid = meta.uid
-        info.gid = meta.gid
-        info.uname = meta.uname
-        info.gname = meta.gname
-        info.mtime = meta.mtime
-        info.devmajor = meta.devmajor
-        info.devminor = meta.devminor
-        pax: dict[str, str] = {}
-        if meta.pax_mtime is not None:
-            pax["mtime"] = meta.pax_mtime
-        if meta.xattrs and link is None:
-            for key, value in meta.xattrs.items():
-                pax[XATTR_PREFIX + key] = value
-        info.pax_headers = pax
-        try:
-            self._out(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        except ValueError as exc:  # a field no tar header can hold
-            raise errors.InvalidInputError(f"merged tree: {name!r}: {exc}") from exc
-        self.entries += 1
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
 
-    def content(self, chunks: Iterator[bytes], size: int, name: str) -> None:
-        done = 0
-        for chunk in chunks:
-            self._out(chunk)
-            done += len(chunk)
-        if done != size:  # pragma: no cover - _content yields exactly m.size bytes
-            raise errors.InternalError(f"merged tree: {name!r}: wrote {done} of {size} bytes")
-        self.content_bytes += size
-        if size % 512:
-            self._out(bytes(512 - size % 512))
-
-    def close(self) -> None:
-        self._out(_END_OF_ARCHIVE)
+    def read(self, n: int = -1, /) -> bytes:
+        if not self._buf:
+            self._buf = next(self._chunks, b"")
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+            return out
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
 
 
 @dataclass(slots=True)
@@ -951,76 +933,100 @@ def _plan(tree: MergedTree) -> tuple[dict[int, list[_Event]], dict[str, Dir]]:
     return by_layer, dirs
 
 
+class MergedTar:
+    """The tree as the tar entries of one layer (pass 2), for
+    :class:`~layouttool.rootfs.write.TarStream`.
+
+    The entries come in layer order: each object at the position of the member that made it
+    (directories no entry named: at the member that implied them), every directory before
+    anything inside it, the root (``./``) first when a layer gave it attributes. A file's bytes
+    are read from the layer that holds them, at the offset the first read found:
+    ``open_layer(i)`` must give layer ``i``'s uncompressed tar stream again, exactly as
+    :meth:`MergedTree.apply_layer` read it (its context manager drains and verifies what is
+    left); layers that hold no surviving content are not read at all. A hardlinked inode is
+    written once, under the name its content was stored under when that survives, else under
+    its first surviving name, immediately followed by its other names as hardlinks to it: a
+    link whose target a later layer deleted or replaced carries the content
+    (go-containerregistry #977). Names are relative POSIX paths; whiteouts never appear.
+    Bounded memory: contents stream through in CHUNK_SIZE pieces.
+    """
+
+    def __init__(
+        self,
+        tree: MergedTree,
+        open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
+    ) -> None:
+        self._tree = tree
+        self._open_layer = open_layer
+        #: the layers read a second time (filled while the entries are pulled)
+        self.layers_read: list[int] = []
+
+    def entries(self) -> Iterator[TarEntry]:
+        """The entries, lazily: pull each one's content before the next entry."""
+        by_layer, dirs = _plan(self._tree)
+        done: set[str] = set()
+
+        def ensure_dir(path: str) -> Iterator[TarEntry]:
+            todo = []
+            while path and path not in done:
+                todo.append(path)
+                path = posixpath.dirname(path)
+            for p in reversed(todo):
+                done.add(p)
+                yield _tar_entry(p, dirs[p].meta)
+
+        def emit(e: _Event, src: _Cursor | None) -> Iterator[TarEntry]:
+            if isinstance(e.node, Dir):
+                yield from ensure_dir(e.path)
+                return
+            meta = e.node.meta
+            yield from ensure_dir(posixpath.dirname(e.path))
+            opener: Callable[[], Source] | None = None
+            if e.needs_content:
+                assert src is not None and e.node.data is not None
+                offset, runs = e.node.data
+                src.skip_to(offset, e.path)
+                chunks = _Chunks(_content(src, meta.size, runs, e.path))
+
+                def opener() -> Source:
+                    return chunks
+
+            yield _tar_entry(e.path, meta, content=opener)
+            for other in e.others:
+                yield from ensure_dir(posixpath.dirname(other))
+                yield _tar_entry(other, meta, link=e.path)
+
+        if self._tree.root_set:
+            yield _tar_entry(".", self._tree.root.meta)
+        for layer in range(self._tree.layers):
+            events = by_layer.get(layer, [])
+            if not any(e.needs_content for e in events):
+                for e in events:
+                    yield from emit(e, None)
+                continue
+            self.layers_read.append(layer)
+            with self._open_layer(layer) as stream:
+                cursor = _Cursor(stream, layer)
+                for e in events:
+                    yield from emit(e, cursor)
+
+
 def write_merged(
     tree: MergedTree,
     open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
     write: Callable[[bytes], object],
 ) -> WriteStats:
-    """Write ``tree`` as one uncompressed tar stream to ``write`` (pass 2).
-
-    The entries come in layer order: each object at the position of the member that made it
-    (directories no entry named: at the member that implied them), every directory before
-    anything inside it, the root (``./``) first when a layer gave it attributes. A file's bytes
-    are read from the layer that holds them: ``open_layer(i)`` must give layer ``i``'s
-    uncompressed tar stream again, exactly as :meth:`MergedTree.apply_layer` read it (its
-    context manager drains and verifies what is left); layers that hold no surviving content
-    are not read at all. A hardlinked inode is written once, under the name its content was
-    stored under when that survives, else under its first surviving name, immediately
-    followed by its other names as hardlinks to it: a link whose target a later layer deleted
-    or replaced carries the content (go-containerregistry #977). Names are relative POSIX
-    paths, directories end in ``/``; whiteouts never appear. Bounded memory: contents are
-    streamed in CHUNK_SIZE pieces.
-    """
-    by_layer, dirs = _plan(tree)
-    out = _TarOut(write)
-    done: set[str] = set()
-
-    def ensure_dir(path: str) -> None:
-        if path in done:
-            return
-        parent = posixpath.dirname(path)
-        if parent:
-            ensure_dir(parent)
-        out.header(path, dirs[path].meta)
-        done.add(path)
-
-    def ensure_parent(path: str) -> None:
-        parent = posixpath.dirname(path)
-        if parent:
-            ensure_dir(parent)
-
-    def emit(e: _Event, src: _Cursor | None) -> None:
-        if isinstance(e.node, Dir):
-            ensure_dir(e.path)
-            return
-        meta = e.node.meta
-        ensure_parent(e.path)
-        out.header(e.path, meta)
-        if e.needs_content:
-            assert src is not None and e.node.data is not None
-            offset, runs = e.node.data
-            src.skip_to(offset, e.path)
-            out.content(_content(src, meta.size, runs, e.path), meta.size, e.path)
-        for other in e.others:
-            ensure_parent(other)
-            out.header(other, meta, link=e.path)
-
-    if tree.root_set:
-        out.header(".", tree.root.meta)
-    read: list[int] = []
-    for layer in range(tree.layers):
-        events = by_layer.get(layer, [])
-        if not any(e.needs_content for e in events):
-            for e in events:
-                emit(e, None)
-            continue
-        read.append(layer)
-        with open_layer(layer) as stream:
-            cursor = _Cursor(stream, layer)
-            for e in events:
-                emit(e, cursor)
-    out.close()
-    return WriteStats(out.entries, out.content_bytes, out.size, tuple(read))
+    """Write ``tree`` as one uncompressed tar to ``write`` (see :class:`MergedTar`)."""
+    merged = MergedTar(tree, open_layer)
+    stream = TarStream(merged.entries())
+    size = 0
+    try:
+        while data := stream.read(CHUNK_SIZE):
+            write(data)
+            size += len(data)
+    finally:
+        stream.close()
+    return WriteStats(stream.entries, stream.content_bytes, size, tuple(merged.layers_read))
 
 
 class _Cursor:
