@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from layouttool.errors import (
     UnsupportedError,
     from_oserror,
 )
+from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Platform, dump_json
 from layouttool.ops.common import ResolvedImage, open_image
 from layouttool.progress import NULL_PROGRESS, Progress
@@ -139,6 +140,8 @@ def unpack_image(
     rootless = rootless or os.geteuid() != 0
     opts = ApplyOptions(rootless=rootless)
     facts = Facts()
+    # an eStargz layer's own entries (TOC, landmark) are not part of the image's files
+    estargz_opts = replace(opts, skip_names=ESTARGZ_OWN_ENTRIES)
     entries = 0
     written = 0
     warnings: list[str] = []
@@ -161,7 +164,9 @@ def unpack_image(
             # decompress + hash on another core while this one parses tar and writes files
             ahead = PrefetchReader(hashed)
             try:
-                stats = apply_layer(ahead, root, opts,  # type: ignore[arg-type]
+                lazy = mt.lazy_format(layer.annotations)
+                layer_opts = estargz_opts if lazy == "estargz" else opts
+                stats = apply_layer(ahead, root, layer_opts,  # type: ignore[arg-type]
                                     on_entry=facts.hook(i))
                 while ahead.read(CHUNK):
                     pass
