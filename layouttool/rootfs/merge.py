@@ -403,14 +403,24 @@ class MergedTree:
         self._mtime: float = 0
         #: where the current regular member's data is (offset, sparse runs)
         self._data: tuple[int, Runs | None] | None = None
+        #: names at the root this layer's entries may not have (see apply_layer)
+        self._skip: frozenset[str] = frozenset()
 
     # -- public -----------------------------------------------------------------------------
 
-    def apply_layer(self, stream: typing.BinaryIO, *, hash_contents: bool = False) -> LayerStats:
+    def apply_layer(
+        self,
+        stream: typing.BinaryIO,
+        *,
+        hash_contents: bool = False,
+        skip_names: frozenset[str] = frozenset(),
+    ) -> LayerStats:
         """Apply the next layer, read once from ``stream`` (an uncompressed tar, forward only).
 
         ``hash_contents`` reads every file's content to record its sha256 (for ``diff``);
-        without it the content is skipped. The stream is left somewhere after the end marker:
+        without it the content is skipped. ``skip_names``: entries at the root with these
+        names are left out, as :class:`~layouttool.rootfs.ApplyOptions` says (an eStargz
+        layer's TOC and landmarks). The stream is left somewhere after the end marker:
         the caller drains and hashes the rest. Raises what unpack raises for the same layer:
         :class:`~layouttool.errors.CorruptStreamError`, :class:`~layouttool.errors.
         UnsafeInputError`, :class:`~layouttool.errors.InvalidInputError`.
@@ -426,6 +436,7 @@ class MergedTree:
         self._fresh.clear()
         self._opaqued.clear()
         self._before.clear()
+        self._skip = skip_names
         with open_stream(stream) as tar:
             for ordinal, m in enumerate(_members(tar, self._warn)):
                 self._member = m.name
@@ -684,6 +695,9 @@ class MergedTree:
                 raise errors.InvalidInputError(
                     f"layer tar: {m.name!r}: whiteout name {comp!r} used as a directory"
                 )
+        if len(parts) == 1 and parts[0] in self._skip:
+            self._stats.skipped += 1
+            return
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             # whatever its tar type, a whiteout is only a path (smolvm #401)
             self._whiteout(parts)
