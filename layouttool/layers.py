@@ -344,7 +344,8 @@ def plain_layer(
     thread (:class:`~layouttool.codec.PrefetchReader`) while the caller reads. When the block
     ends normally the rest is drained, the blob's digest and size are checked, and the
     uncompressed digest must equal ``diff_id`` (:class:`~layouttool.errors.IntegrityError`,
-    naming ``what``). ``advance`` is called with the count of compressed bytes read.
+    naming ``what``; None: not hashed, for a second read of a layer already checked).
+    ``advance`` is called with the count of compressed bytes read.
     """
     if not mt.is_layer(desc.media_type):
         raise UnsupportedError(
@@ -361,8 +362,9 @@ def plain_layer(
             )
         dec = open_decompress(peek, found, what=what)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
-        hashed = HashingReader(plain)
-        ahead = PrefetchReader(hashed)
+        # no diff_id to check: the blob's own digest still covers every byte read
+        hashed = HashingReader(plain) if diff_id is not None else None
+        ahead = PrefetchReader(hashed or plain)
         try:
             yield ahead
             while ahead.read(CHUNK):
@@ -371,7 +373,7 @@ def plain_layer(
             ahead.close()
         dec.close()
         blob.finish()
-    if diff_id is not None and hashed.digest() != diff_id:
+    if hashed is not None and hashed.digest() != diff_id:
         raise IntegrityError(
             f"{what}: uncompressed content hashes to {hashed.digest()} but the config's "
             f"diff_id is {diff_id}"

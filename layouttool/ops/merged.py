@@ -53,7 +53,8 @@ class MergedImage:
             what = _what(img, i)
             task = progress.task(f"layer {i + 1}/{len(img.manifest.layers)} {desc.digest.short}"
                                  " (again)", desc.size)
-            with _named(what), plain_layer(img.layout, desc, img.config.diff_ids[i], what=what,
+            # the first read checked the diff_id; the blob's digest still covers this one
+            with _named(what), plain_layer(img.layout, desc, None, what=what,
                                            advance=task.advance) as stream:
                 yield typing.cast(typing.BinaryIO, stream)
             task.done()
