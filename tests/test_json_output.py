@@ -31,6 +31,7 @@ JSON_COMMANDS = (
     "unpack", "to-docker-save", "gc", "push", "pull",
     "new", "append", "config", "repack",
     "export", "diff", "flatten", "attach",
+    "login", "logout",
 )
 
 
