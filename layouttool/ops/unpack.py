@@ -39,7 +39,7 @@ from layouttool.model import Platform, dump_json
 from layouttool.ops.common import ResolvedImage, open_image
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.rootfs import ApplyOptions, apply_layer
-from layouttool.rootfs.record import Facts, encode_record, record_path, snapshot
+from layouttool.rootfs.record import Facts, encode_record, record_path
 from layouttool.store import write_atomically
 
 
@@ -231,8 +231,8 @@ def _write_record(root: Path, img: ResolvedImage, facts: Facts, image: str, root
     }
     try:
         path = record_path(root)
-        write_atomically(path, b"".join(encode_record(header, snapshot(root, facts,
-                                                                        rootless=rootless))))
+        write_atomically(path, b"".join(encode_record(header, root, facts,
+                                                      rootless=rootless)))
     except (OSError, LayoutToolError) as exc:
         msg = f"could not write the unpack record beside {root} ({exc}); repack will not work"
         warnings.append(msg)

@@ -39,7 +39,7 @@ from typing import Any, Final
 
 from layouttool import errors
 from layouttool.rootfs.names import XATTR_PREFIX
-from layouttool.rootfs.write import read_xattrs
+from layouttool.rootfs.write import read_xattrs, sorted_names
 
 __all__ = [
     "RECORD_SUFFIX",
@@ -47,6 +47,7 @@ __all__ = [
     "Record",
     "RecordEntry",
     "encode_record",
+    "read_entries",
     "record_path",
     "snapshot",
 ]
@@ -122,80 +123,96 @@ class Facts:
         return on_entry
 
 
-def _sorted(dir_fd: int) -> list[str]:
-    fd = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        names = os.listdir(fd)  # noqa: PTH208 - an fd, no path
-    finally:
-        os.close(fd)
-    names.sort(key=os.fsencode)
-    return names
-
-
 def snapshot(rootfs: Path, facts: Facts, *, rootless: bool) -> Iterator[RecordEntry]:
     """The record entries of ``rootfs`` now (the root first, then depth first, sorted)."""
+    return read_entries(b"".join(_snapshot_bytes(rootfs, facts, rootless)), str(rootfs))
+
+
+def _snapshot_bytes(rootfs: Path, facts: Facts, rootless: bool) -> Iterator[bytes]:
+    """The packed entries of ``rootfs`` now, in pieces of about 1 MiB (one pass, no
+    per-entry objects: this runs at the end of every unpack)."""
+    buf = bytearray()
     top = os.open(rootfs, _DIR_FLAGS)
     try:
-        yield _entry(top, ".", "", os.fstat(top), facts, rootless)
-        yield from _snap(top, "", facts, rootless)
+        _pack(buf, top, ".", b"", os.fstat(top), facts.by_path.get(""), rootless)
+        stack: list[tuple[int, str, bytes, list[str], int]] = []
+        fd, rel, brel, names, i = top, "", b"", sorted_names(top), 0
+        while True:
+            if i == len(names):
+                if fd != top:
+                    os.close(fd)
+                if not stack:
+                    break
+                fd, rel, brel, names, i = stack.pop()
+                continue
+            name = names[i]
+            i += 1
+            path = f"{rel}/{name}" if rel else name
+            bname = os.fsencode(name)
+            bpath = brel + b"/" + bname if brel else bname
+            st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+            _pack(buf, fd, name, bpath, st, facts.by_path.get(path), rootless)
+            if len(buf) >= 1 << 20:
+                yield bytes(buf)
+                buf.clear()
+            if stat.S_ISDIR(st.st_mode):
+                sub = os.open(name, _DIR_FLAGS, dir_fd=fd)
+                stack.append((fd, rel, brel, names, i))
+                fd, rel, brel, names, i = sub, path, bpath, sorted_names(sub), 0
+    except BaseException:
+        for entry in stack:
+            if entry[0] != top:
+                os.close(entry[0])
+        if fd != top:
+            os.close(fd)
+        raise
     finally:
         os.close(top)
+    yield bytes(buf)
 
 
-def _entry(dir_fd: int, name: str, rel: str, st: os.stat_result, facts: Facts,
-           rootless: bool) -> RecordEntry:
-    known = facts.by_path.get(rel)
+def _pack(buf: bytearray, dir_fd: int, name: str, bpath: bytes, st: os.stat_result,
+          known: tuple[int, int, int, int, bool] | None, rootless: bool) -> None:
+    mode = st.st_mode
     if known is not None:
         uid, gid, layer, offset, has_x = known
     else:
         # made by unpack itself (a missing parent, the root) or there before (--force)
         uid, gid = (0, 0) if rootless else (st.st_uid, st.st_gid)
         layer, offset, has_x = -1, 0, True
-    link = os.fsencode(os.readlink(name, dir_fd=dir_fd)) if stat.S_ISLNK(st.st_mode) else b""
-    xattrs = {}
-    if has_x and not stat.S_ISLNK(st.st_mode):
-        xattrs = read_xattrs(f"/proc/self/fd/{dir_fd}/{name}")
-    if not stat.S_ISREG(st.st_mode):
+    link = b""
+    xblob = b""
+    if stat.S_ISLNK(mode):
+        link = os.fsencode(os.readlink(name, dir_fd=dir_fd))
+    elif has_x:
+        xblob = _xattr_blob(read_xattrs(f"/proc/self/fd/{dir_fd}/{name}"))
+    if not stat.S_ISREG(mode):
         layer, offset = -1, 0
-    return RecordEntry(os.fsencode(rel), st.st_mode, uid, gid, st.st_size, st.st_mtime_ns,
-                       st.st_ctime_ns, st.st_ino, st.st_nlink, st.st_rdev, layer, offset,
-                       link, xattrs)
+    buf += _ENTRY.pack(len(bpath), mode, uid, gid, st.st_size, st.st_mtime_ns, st.st_ctime_ns,
+                       st.st_ino, st.st_nlink, st.st_rdev, layer, offset, len(link),
+                       len(xblob))
+    buf += bpath
+    buf += link
+    buf += xblob
 
 
-def _snap(dir_fd: int, rel: str, facts: Facts, rootless: bool) -> Iterator[RecordEntry]:
-    for name in _sorted(dir_fd):
-        path = f"{rel}/{name}" if rel else name
-        st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
-        yield _entry(dir_fd, name, path, st, facts, rootless)
-        if stat.S_ISDIR(st.st_mode):
-            sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
-            try:
-                yield from _snap(sub, path, facts, rootless)
-            finally:
-                os.close(sub)
+def _xattr_blob(xattrs: dict[str, bytes]) -> bytes:
+    return b"".join(
+        _XNAME.pack(len(kb)) + kb + _XVAL.pack(len(v)) + v
+        for kb, v in sorted((k.encode("utf-8", "surrogateescape"), v) for k, v in xattrs.items())
+    )
 
 
-def encode_record(header: dict[str, Any], entries: Iterator[RecordEntry]) -> Iterator[bytes]:
-    """The record file's bytes, in pieces: magic, then the compressed header and entries."""
+def encode_record(header: dict[str, Any], rootfs: Path, facts: Facts, *, rootless: bool
+                  ) -> Iterator[bytes]:
+    """The record file of ``rootfs`` now, in pieces: magic, then the compressed header and
+    entries (see the module docstring)."""
     yield MAGIC
     z = zlib.compressobj(1)
     head = json.dumps({"version": VERSION, **header}, separators=(",", ":")).encode()
-    buf = bytearray(head + b"\n")
-    pack = _ENTRY.pack
-    for e in entries:
-        xblob = b"".join(
-            _XNAME.pack(len(k)) + k.encode("utf-8", "surrogateescape") + _XVAL.pack(len(v)) + v
-            for k, v in sorted(e.xattrs.items())
-        )
-        buf += pack(len(e.path), e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.ctime_ns, e.ino,
-                    e.nlink, e.rdev, e.src_layer, e.src_offset, len(e.link), len(xblob))
-        buf += e.path
-        buf += e.link
-        buf += xblob
-        if len(buf) >= 1 << 20:
-            yield z.compress(bytes(buf))
-            buf.clear()
-    yield z.compress(bytes(buf))
+    yield z.compress(head + b"\n")
+    for piece in _snapshot_bytes(rootfs, facts, rootless):
+        yield z.compress(piece)
     yield z.flush()
 
 
@@ -279,19 +296,38 @@ class Record:
         self.close()
 
     def __iter__(self) -> Iterator[RecordEntry]:
-        inf = self._inf
         try:
-            while (head := inf.read(_ENTRY.size)) is not None:
-                (plen, mode, uid, gid, size, mtime, ctime, ino, nlink, rdev, layer, offset,
-                 llen, xlen) = _ENTRY.unpack(head)
-                rest = inf.read(plen + llen + xlen) if plen + llen + xlen else b""
-                if rest is None:
-                    raise errors.CorruptStreamError(f"{self.path}: truncated")
-                yield RecordEntry(rest[:plen], mode, uid, gid, size, mtime, ctime, ino, nlink,
-                                  rdev, layer, offset, rest[plen:plen + llen],
-                                  _xattrs(rest[plen + llen:]))
+            yield from _decode(self._inf.read, str(self.path))
         finally:
             self.close()
+
+
+def _decode(read: Callable[[int], bytes | None], what: str) -> Iterator[RecordEntry]:
+    while (head := read(_ENTRY.size)) is not None:
+        (plen, mode, uid, gid, size, mtime, ctime, ino, nlink, rdev, layer, offset, llen,
+         xlen) = _ENTRY.unpack(head)
+        rest = read(plen + llen + xlen) if plen + llen + xlen else b""
+        if rest is None:
+            raise errors.CorruptStreamError(f"{what}: truncated")
+        yield RecordEntry(rest[:plen], mode, uid, gid, size, mtime, ctime, ino, nlink, rdev,
+                          layer, offset, rest[plen:plen + llen], _xattrs(rest[plen + llen:]))
+
+
+def read_entries(data: bytes, what: str) -> Iterator[RecordEntry]:
+    """The entries packed in ``data`` (uncompressed)."""
+    pos = 0
+
+    def read(n: int) -> bytes | None:
+        nonlocal pos
+        if pos >= len(data):
+            return None
+        if pos + n > len(data):
+            raise errors.CorruptStreamError(f"{what}: truncated")
+        out = data[pos:pos + n]
+        pos += n
+        return out
+
+    return _decode(read, what)
 
 
 def _xattrs(blob: bytes) -> dict[str, bytes]:

@@ -48,6 +48,7 @@ from layouttool.rootfs.write import (
     disk_entry,
     opaque_entry,
     read_xattrs,
+    sorted_names,
     walk_below,
     whiteout_entry,
 )
@@ -145,16 +146,6 @@ class Plan:
         return [acts[k] for k in sorted(acts)]
 
 
-def _children(dir_fd: int) -> list[str]:
-    fd = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
-    try:
-        names = os.listdir(fd)  # noqa: PTH208 - an fd, no path
-    finally:
-        os.close(fd)
-    names.sort(key=os.fsencode)
-    return names
-
-
 @dataclass(slots=True)
 class _Cur:
     key: Key
@@ -165,7 +156,7 @@ class _Cur:
 
 
 def _walk(dir_fd: int, rel: str, key: Key) -> Iterator[_Cur]:
-    for name in _children(dir_fd):
+    for name in sorted_names(dir_fd):
         path = join(rel, name)
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)

@@ -72,6 +72,7 @@ __all__ = [
     "opaque_entry",
     "read_xattrs",
     "retar",
+    "sorted_names",
     "walk_below",
     "walk_tree",
     "whiteout_entry",
@@ -343,13 +344,18 @@ def _opener(dir_fd: int, name: str, st: os.stat_result, rel: str) -> Opener:
     return open_
 
 
-def _sorted_names(dir_fd: int) -> list[str]:
+def sorted_names(dir_fd: int) -> list[str]:
+    """The names in the directory ``dir_fd``, sorted by their bytes (the order every walk of
+    this package uses: tar order, record order)."""
     lfd = os.open(".", _DIR_FLAGS, dir_fd=dir_fd)
     try:
         names = os.listdir(lfd)  # noqa: PTH208 - an fd, no path
     finally:
         os.close(lfd)
-    names.sort(key=os.fsencode)
+    if all(n.isascii() for n in names):
+        names.sort()  # the same order, without encoding every name
+    else:
+        names.sort(key=os.fsencode)
     return names
 
 
@@ -385,7 +391,7 @@ def walk_below(
 ) -> Iterator[TarEntry]:
     """Like :func:`walk_tree`, below the open directory ``dir_fd`` whose path is ``rel``
     (entries are named ``prefix/rel/<path>``, and ``owner`` gets ``rel/<path>``)."""
-    for name in _sorted_names(dir_fd):
+    for name in sorted_names(dir_fd):
         path = join(rel, name)
         try:
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
