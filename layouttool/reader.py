@@ -31,7 +31,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
@@ -153,9 +153,11 @@ _BY_EXIT: Final[dict[int, type[LayoutToolError]]] = {
 }
 
 
-@dataclass(frozen=True, slots=True)
-class Finding:
-    """One thing wrong (a problem) or odd (a warning) about a blob of a layout."""
+class Finding(NamedTuple):
+    """One thing wrong (a problem) or odd (a warning) about a blob of a layout.
+
+    (A NamedTuple, immutable and compared by value: every command imports this module, and a
+    frozen dataclass costs ~1 ms of start-up.)"""
 
     severity: Severity
     #: stable code, a key of :data:`CODES`
@@ -226,9 +228,10 @@ def finding_of(exc: LayoutToolError, digest: Digest | None, where: str) -> Findi
     return finding(code, digest, where, str(exc))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)
 class Document:
-    """A document as the reader found it: its kind, its parsed content, what is wrong."""
+    """A document as the reader found it: its kind, its parsed content, what is wrong.
+    (Compared by identity: two reads are two documents.)"""
 
     #: the descriptor it was reached by (its media type may disagree with ``media_type``)
     desc: Descriptor

@@ -15,7 +15,7 @@ Problems are what breaks integrity or a MUST; warnings are quirks that do not st
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -145,7 +145,7 @@ class _Verifier:
                 if node.repeat:
                     where = node.where()
                     self.findings += check_reference(node.desc, doc, where)
-                    self.findings += [replace(f, where=where) for f in doc.findings
+                    self.findings += [f._replace(where=where) for f in doc.findings
                                       if f.code in _PER_DESCRIPTOR and doc.raw is None]
                 elif doc.raw is not None:
                     self.checked += 1
@@ -169,7 +169,7 @@ class _Verifier:
         if key in self.leaves:
             f = self.leaves[key]
             if f is not None and f.code in _PER_DESCRIPTOR:
-                self.add(replace(f, where=node.where()))
+                self.add(f._replace(where=node.where()))
         else:
             if lazy:
                 f = self._check_lazy(node, size, manifest if image else None)
