@@ -7,17 +7,15 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_tool, run_cli, sh
+from conftest import run_cli, sh
 from imagebuild import make_image
 from layerbuild import build_layer
 from layerstacks import D, named_stacks, stack
+from podmanutil import Podman
 from treeutil import diff, snapshot
 
 ROOT = os.geteuid() == 0
@@ -151,23 +149,7 @@ def test_skopeo_reads_the_flattened_image(tmp_path: Path, skopeo: str) -> None:
     assert len(info["Layers"]) == 1
 
 
-@pytest.fixture
-def podman(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """podman with a private vfs store (its runroot must be under 50 characters)."""
-    exe = need_tool("podman")
-    run = Path(tempfile.mkdtemp(prefix="ltpm-", dir="/tmp"))
-
-    def call(*args: str | Path) -> Any:
-        return sh(exe, "--root", tmp_path / "podman-root", "--runroot", run,
-                  "--storage-driver", "vfs", *args)
-
-    try:
-        yield call
-    finally:
-        shutil.rmtree(run, ignore_errors=True)
-
-
-def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Callable[..., Any]) -> None:
+def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Podman) -> None:
     layout = make_image(tmp_path / "oci", layers_of("dive", tmp_path), ref="dive:flat")
     doc = flatten_json(f"{layout}:dive:flat")
     out = tmp_path / "flat.tar"
@@ -175,7 +157,7 @@ def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Callable[..., An
     assert res.code == 0, res.stderr
     podman("load", "-i", out)
     image_id = doc["configDigest"].split(":")[1]
-    info = json.loads(podman("image", "inspect", image_id).stdout)[0]
+    info = podman.inspect(image_id)
     assert info["RootFS"]["Layers"] == [doc["layer"]["diffID"]]
     assert any(t.endswith("dive:flat") for t in info["RepoTags"])
     assert info["Config"]["Cmd"] == ["/bin/sh"]
