@@ -5,6 +5,7 @@ skopeo reads the result and podman loads it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from pathlib import Path
@@ -161,3 +162,34 @@ def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Podman) -> None:
     assert info["RootFS"]["Layers"] == [doc["layer"]["diffID"]]
     assert any(t.endswith("dive:flat") for t in info["RepoTags"])
     assert info["Config"]["Cmd"] == ["/bin/sh"]
+
+
+def test_flatten_one_platform_of_an_index(tmp_path: Path) -> None:
+    """The index is rewritten around the flattened image; the other platform is untouched."""
+    layout = make_image(tmp_path / "oci", [build_layer([{"name": "a", "data": "1"}]),
+                                           build_layer([{"name": "b", "data": "2"}])], ref="amd")
+    make_image(tmp_path / "oci", [build_layer([{"name": "c", "data": "3"}])], ref="arm",
+               config={"architecture": "arm64"})
+    amd, arm = json.loads((layout / "index.json").read_text())["manifests"]
+    children = [{**{k: amd[k] for k in ("mediaType", "digest", "size")},
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+                {**{k: arm[k] for k in ("mediaType", "digest", "size")},
+                 "platform": {"os": "linux", "architecture": "arm64"}}]
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": children}).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(raw)
+    (layout / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": f"sha256:{digest}", "size": len(raw),
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}))
+    doc = flatten_json(f"{layout}:multi", "--platform", "linux/amd64")
+    assert doc["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    index = blob(layout, doc["digest"])
+    new_amd, same_arm = index["manifests"]
+    assert same_arm == children[1]
+    assert new_amd["digest"] == doc["manifestDigest"]
+    assert new_amd["platform"] == {"os": "linux", "architecture": "amd64"}
+    assert len(blob(layout, doc["manifestDigest"])["layers"]) == 1
+    assert run_cli("verify", layout).code == 0
