@@ -66,9 +66,13 @@ from layouttool.errors import (
 if TYPE_CHECKING:
     from layouttool.digest import Digest
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.mutate import ConfigEdit
+    from layouttool.ops.append import AppendResult, append_layers
     from layouttool.ops.common import ResolvedImage, open_image
+    from layouttool.ops.config import ConfigResult, configure_image
     from layouttool.ops.convert import ConvertResult, convert_image
     from layouttool.ops.docker_save import ExportResult, export_docker_save
+    from layouttool.ops.edit import ImageUpdate
     from layouttool.ops.gc import GcResult, gc_layout
     from layouttool.ops.importer import ImportResult, import_docker_save
     from layouttool.ops.layout import (
@@ -83,6 +87,8 @@ if TYPE_CHECKING:
         tag_image,
         untag_image,
     )
+    from layouttool.ops.new import NewResult, new_image
+    from layouttool.ops.repack import RepackResult, repack_image
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
     from layouttool.progress import Progress, Task
@@ -124,9 +130,22 @@ _LAZY: dict[str, str] = {
     "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
+    "ConfigEdit": "layouttool.mutate",
+    "ImageUpdate": "layouttool.ops.edit",
+    "NewResult": "layouttool.ops.new",
+    "new_image": "layouttool.ops.new",
+    "AppendResult": "layouttool.ops.append",
+    "append_layers": "layouttool.ops.append",
+    "ConfigResult": "layouttool.ops.config",
+    "configure_image": "layouttool.ops.config",
+    "RepackResult": "layouttool.ops.repack",
+    "repack_image": "layouttool.ops.repack",
 }
 
 __all__ = [
+    "AppendResult",
+    "ConfigEdit",
+    "ConfigResult",
     "ConflictError",
     "ConvertResult",
     "CorruptStreamError",
@@ -136,6 +155,7 @@ __all__ = [
     "GcResult",
     "IOFailure",
     "ImageConfig",
+    "ImageUpdate",
     "ImportResult",
     "Index",
     "InitResult",
@@ -148,10 +168,12 @@ __all__ = [
     "ListEntry",
     "ListResult",
     "Manifest",
+    "NewResult",
     "NotFoundError",
     "Platform",
     "Problem",
     "Progress",
+    "RepackResult",
     "ResolvedImage",
     "SizeLimitError",
     "TagResult",
@@ -161,6 +183,8 @@ __all__ = [
     "UnsupportedError",
     "VerifyResult",
     "__version__",
+    "append_layers",
+    "configure_image",
     "convert_image",
     "export_docker_save",
     "gc_layout",
@@ -168,7 +192,9 @@ __all__ = [
     "init_layout",
     "inspect_image",
     "list_images",
+    "new_image",
     "open_image",
+    "repack_image",
     "tag_image",
     "unpack_image",
     "untag_image",
