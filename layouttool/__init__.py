@@ -68,11 +68,15 @@ if TYPE_CHECKING:
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
     from layouttool.mutate import ConfigEdit
     from layouttool.ops.append import AppendResult, append_layers
+    from layouttool.ops.attach import AttachResult, attach_artifact
     from layouttool.ops.common import ResolvedImage, open_image
     from layouttool.ops.config import ConfigResult, configure_image
     from layouttool.ops.convert import ConvertResult, convert_image
+    from layouttool.ops.diff import ImageDiffResult, LayersDiffResult, diff_images, diff_layers
     from layouttool.ops.docker_save import ExportResult, export_docker_save
     from layouttool.ops.edit import ImageUpdate
+    from layouttool.ops.export_rootfs import RootfsExportResult, export_rootfs
+    from layouttool.ops.flatten import FlattenResult, flatten_image
     from layouttool.ops.gc import GcResult, gc_layout
     from layouttool.ops.importer import ImportResult, import_docker_save
     from layouttool.ops.layout import (
@@ -140,10 +144,21 @@ _LAZY: dict[str, str] = {
     "configure_image": "layouttool.ops.config",
     "RepackResult": "layouttool.ops.repack",
     "repack_image": "layouttool.ops.repack",
+    "RootfsExportResult": "layouttool.ops.export_rootfs",
+    "export_rootfs": "layouttool.ops.export_rootfs",
+    "FlattenResult": "layouttool.ops.flatten",
+    "flatten_image": "layouttool.ops.flatten",
+    "ImageDiffResult": "layouttool.ops.diff",
+    "LayersDiffResult": "layouttool.ops.diff",
+    "diff_images": "layouttool.ops.diff",
+    "diff_layers": "layouttool.ops.diff",
+    "AttachResult": "layouttool.ops.attach",
+    "attach_artifact": "layouttool.ops.attach",
 }
 
 __all__ = [
     "AppendResult",
+    "AttachResult",
     "ConfigEdit",
     "ConfigResult",
     "ConflictError",
@@ -152,9 +167,11 @@ __all__ = [
     "Descriptor",
     "Digest",
     "ExportResult",
+    "FlattenResult",
     "GcResult",
     "IOFailure",
     "ImageConfig",
+    "ImageDiffResult",
     "ImageUpdate",
     "ImportResult",
     "Index",
@@ -163,6 +180,7 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "InvalidInputError",
+    "LayersDiffResult",
     "Layout",
     "LayoutToolError",
     "ListEntry",
@@ -175,6 +193,7 @@ __all__ = [
     "Progress",
     "RepackResult",
     "ResolvedImage",
+    "RootfsExportResult",
     "SizeLimitError",
     "TagResult",
     "Task",
@@ -184,9 +203,14 @@ __all__ = [
     "VerifyResult",
     "__version__",
     "append_layers",
+    "attach_artifact",
     "configure_image",
     "convert_image",
+    "diff_images",
+    "diff_layers",
     "export_docker_save",
+    "export_rootfs",
+    "flatten_image",
     "gc_layout",
     "import_docker_save",
     "init_layout",
