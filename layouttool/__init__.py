@@ -71,11 +71,15 @@ if TYPE_CHECKING:
     from layouttool.digest import Digest
     from layouttool.graph import find_referrers
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.mutate import ConfigEdit
+    from layouttool.ops.append import AppendResult, append_layers
     from layouttool.ops.attach import AttachResult, attach_artifact
     from layouttool.ops.common import ResolvedImage, open_image
+    from layouttool.ops.config import ConfigResult, configure_image
     from layouttool.ops.convert import ConvertResult, convert_image
     from layouttool.ops.diff import ImageDiffResult, LayersDiffResult, diff_images, diff_layers
     from layouttool.ops.docker_save import ExportResult, export_docker_save
+    from layouttool.ops.edit import ImageUpdate
     from layouttool.ops.export_rootfs import RootfsExportResult, export_rootfs
     from layouttool.ops.flatten import FlattenResult, flatten_image
     from layouttool.ops.gc import GcResult, gc_layout
@@ -92,6 +96,8 @@ if TYPE_CHECKING:
         tag_image,
         untag_image,
     )
+    from layouttool.ops.new import NewResult, new_image
+    from layouttool.ops.repack import RepackResult, repack_image
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
     from layouttool.progress import Progress, Task
@@ -137,6 +143,16 @@ _LAZY: dict[str, str] = {
     "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
+    "ConfigEdit": "layouttool.mutate",
+    "ImageUpdate": "layouttool.ops.edit",
+    "NewResult": "layouttool.ops.new",
+    "new_image": "layouttool.ops.new",
+    "AppendResult": "layouttool.ops.append",
+    "append_layers": "layouttool.ops.append",
+    "ConfigResult": "layouttool.ops.config",
+    "configure_image": "layouttool.ops.config",
+    "RepackResult": "layouttool.ops.repack",
+    "repack_image": "layouttool.ops.repack",
     "RootfsExportResult": "layouttool.ops.export_rootfs",
     "export_rootfs": "layouttool.ops.export_rootfs",
     "FlattenResult": "layouttool.ops.flatten",
@@ -150,7 +166,10 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AppendResult",
     "AttachResult",
+    "ConfigEdit",
+    "ConfigResult",
     "ConflictError",
     "ConvertResult",
     "CorruptStreamError",
@@ -164,6 +183,7 @@ __all__ = [
     "IOFailure",
     "ImageConfig",
     "ImageDiffResult",
+    "ImageUpdate",
     "ImportResult",
     "Index",
     "InitResult",
@@ -178,10 +198,12 @@ __all__ = [
     "ListEntry",
     "ListResult",
     "Manifest",
+    "NewResult",
     "NotFoundError",
     "Platform",
     "Problem",
     "Progress",
+    "RepackResult",
     "ResolvedImage",
     "RootfsExportResult",
     "SizeLimitError",
@@ -193,7 +215,9 @@ __all__ = [
     "UnsupportedError",
     "VerifyResult",
     "__version__",
+    "append_layers",
     "attach_artifact",
+    "configure_image",
     "convert_image",
     "diff_images",
     "diff_layers",
@@ -206,7 +230,9 @@ __all__ = [
     "init_layout",
     "inspect_image",
     "list_images",
+    "new_image",
     "open_image",
+    "repack_image",
     "tag_image",
     "unpack_image",
     "untag_image",
