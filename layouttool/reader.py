@@ -208,23 +208,22 @@ def lazy_finding(code: str, digest: Digest, where: str, message: str) -> Finding
     return finding(code, digest, where, message)
 
 
+#: the error a blob read raises -> its code (first match; read_blob refuses a blob over the
+#: JSON cap with InvalidInputError)
+_READ_ERRORS: Final[tuple[tuple[type[LayoutToolError], str], ...]] = (
+    (SizeMismatchError, SIZE_MISMATCH),
+    (IntegrityError, DIGEST_MISMATCH),
+    (NotFoundError, BLOB_MISSING),
+    (UnsafeInputError, UNSAFE_BLOB),
+    (IOFailure, IO_ERROR),
+    (InvalidInputError, TOO_LARGE),
+)
+
+
 def finding_of(exc: LayoutToolError, digest: Digest | None, where: str) -> Finding:
     """The problem an error from :meth:`Layout.read_blob` or :meth:`Layout.open_blob` stands
-    for (read_blob refuses a blob over the JSON cap with InvalidInputError)."""
-    if isinstance(exc, SizeMismatchError):
-        code = SIZE_MISMATCH
-    elif isinstance(exc, IntegrityError):
-        code = DIGEST_MISMATCH
-    elif isinstance(exc, NotFoundError):
-        code = BLOB_MISSING
-    elif isinstance(exc, UnsafeInputError):
-        code = UNSAFE_BLOB
-    elif isinstance(exc, IOFailure):
-        code = IO_ERROR
-    elif isinstance(exc, InvalidInputError):
-        code = TOO_LARGE
-    else:
-        code = INVALID_DOCUMENT
+    for."""
+    code = next((c for cls, c in _READ_ERRORS if isinstance(exc, cls)), INVALID_DOCUMENT)
     return finding(code, digest, where, str(exc))
 
 
