@@ -324,7 +324,7 @@ class VerifiedReader:
             )
         self.size = st.st_size
         self._fh = os.fdopen(fd, "rb", buffering=0)
-        self._hasher = digest.hasher()
+        self._hasher = digest.hasher(st.st_size)
         self._count = 0
         self._verified = False
 
