@@ -112,14 +112,26 @@ def test_core_imports_nothing_above_it(core: str) -> None:
     assert bad == [], f"{mod} imports {bad}"
 
 
-def test_rootfs_imports_only_stdlib_and_errors() -> None:
-    if "layouttool.rootfs" not in sources():
-        pytest.skip("no rootfs module yet")
+def rootfs_modules() -> list[str]:
+    return sorted(m for m in sources() if m == "layouttool.rootfs" or
+                  m.startswith("layouttool.rootfs."))
+
+
+def test_rootfs_is_a_package_of_modules() -> None:
+    mods = rootfs_modules()
+    assert "layouttool.rootfs.apply" in mods
+    assert "layouttool.rootfs.apply" in imports_of("layouttool.rootfs")
+
+
+@pytest.mark.parametrize("mod", rootfs_modules())
+def test_rootfs_imports_only_stdlib_errors_and_itself(mod: str) -> None:
+    """The filesystem side knows nothing of the store, digests or codecs."""
     bad = sorted(
         i
-        for i in imports_of("layouttool.rootfs")
+        for i in imports_of(mod)
         if not (top(i) in sys.stdlib_module_names or top(i) == "__future__")
         and i not in ("layouttool.errors", "layouttool")
+        and not (i == "layouttool.rootfs" or i.startswith("layouttool.rootfs."))
     )
     assert bad == []
 

@@ -25,17 +25,18 @@ from registryutil import (
 from test_schema1 import BASE_TAR, EMPTY_TAR, TOP_TAR, V1, schema1_doc
 
 from layouttool import mediatypes as mt
-from layouttool import registry as registry_mod
 from layouttool.digest import Digest
 from layouttool.ops.verify import verify_layout
 from layouttool.registry import Client, RegistryError, retry_after
+from layouttool.registry import client as client_mod
+from layouttool.registry import transport as transport_mod
 from layouttool.store import Layout
 
 
 @pytest.fixture(autouse=True)
 def fast_retries(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """Backoff of a millisecond: the retry logic runs, the suite does not wait."""
-    monkeypatch.setattr(registry_mod, "RETRY_BACKOFF", 0.001)
+    monkeypatch.setattr(transport_mod, "RETRY_BACKOFF", 0.001)
     clean_env(monkeypatch, tmp_path)
 
 
@@ -170,7 +171,7 @@ def test_registry_that_stays_5xx_is_one_line_exit_1(registry, tmp_path, cli):
 
 
 def test_patch_is_never_resent_alone(registry, tmp_path, cli, monkeypatch):
-    monkeypatch.setattr(registry_mod, "UPLOAD_CHUNK", 4096)
+    monkeypatch.setattr(client_mod, "UPLOAD_CHUNK", 4096)
     src = make_image(tmp_path / "src", [10000])
     proxy = _proxy(registry, Rule("PATCH", "/blobs/uploads/", 1, "drop"),
                    Rule("PATCH", "/blobs/uploads/", 1, "500"))
@@ -193,7 +194,7 @@ def _config_size(layout: Layout) -> int:
 
 # ------------------------------------------------------------------------------ chunked
 def test_large_blob_goes_up_in_patch_chunks(registry, tmp_path, cli, monkeypatch, skopeo):
-    monkeypatch.setattr(registry_mod, "UPLOAD_CHUNK", 64 << 10)
+    monkeypatch.setattr(client_mod, "UPLOAD_CHUNK", 64 << 10)
     size = 300_000
     src = make_image(tmp_path / "src", [size, 1000])
     m = json.loads(src.read_blob(src.read_index().manifests[0]))
@@ -395,7 +396,7 @@ def test_redirect_to_another_host_carries_no_authorization(tmp_path):
         reg.routes[("GET", f"/v2/x/blobs/{digest}")] = (
             307, {"Location": f"http://{cdn.host}/v2/x/blobs/{digest}?sig=1"}, b"")
         client = Client(reg.host, insecure=True, creds=("user", "pw"))
-        client._basic = True  # as after a Basic challenge
+        client.auth._basic = True  # as after a Basic challenge
         with client, client.open_blob("x", Digest.parse(digest)) as resp:
             assert resp.read() == data
         seen = [h for _, _, h in reg.log] + [h for _, _, h in cdn.log]

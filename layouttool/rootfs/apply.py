@@ -63,10 +63,8 @@ Decisions where the specs are silent (each is covered by a test):
   hardlink to a symlink can never be used to chmod through it (containerd's
   ``HardlinkSymlinkChmod``).
 
-Tar parsing is ``tarfile``'s (GNU and PAX long names, GNU and PAX sparse files), with our own
-member loop so that a corrupt header in the middle of the stream is an error instead of a
-silent end of archive, skipping data can never spin at EOF, and ``TarFile.members`` does not
-grow with the layer.
+The tar stream is read by :mod:`layouttool.rootfs.tarread` (guarded headers, our own member
+loop); names and whiteouts mean what :mod:`layouttool.rootfs.names` says.
 """
 
 from __future__ import annotations
@@ -79,37 +77,33 @@ import shutil
 import stat
 import tarfile
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
 from pathlib import Path
-from typing import Protocol
 
 from layouttool import errors
+from layouttool.rootfs.names import (
+    WHITEOUT_META_PREFIX,
+    WHITEOUT_OPAQUE,
+    WHITEOUT_PREFIX,
+    XATTR_PREFIX,
+    join,
+    split_name,
+)
+from layouttool.rootfs.tarread import (
+    CHUNK_SIZE,
+    Reader,
+    corrupt,
+    iter_members,
+    open_stream,
+    time_ns,
+)
 
 __all__ = ["ApplyOptions", "ApplyStats", "apply_layer"]
-
-#: copy buffer size for file payloads
-CHUNK_SIZE = 1 << 20
-#: read-ahead of tarfile's stream reader: big enough to cut calls into the caller's (hashing,
-#: decompressing) stream, small enough that the copy tarfile makes of its buffer on every
-#: 512-byte header read stays cheap for layers of many small files
-_TAR_BUFSIZE = 64 * 1024
-#: longest GNU long-name or PAX header we accept; tarfile reads them into memory whole
-_MAX_META_SIZE = 32 << 20
-
-WHITEOUT_PREFIX = ".wh."
-WHITEOUT_OPAQUE = ".wh..wh..opq"
-_WHITEOUT_META_PREFIX = ".wh..wh."
-_XATTR_PREFIX = "SCHILY.xattr."
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CACHE_MAX = 128
 _MAX_WARNINGS = 100
-_META_TYPES = frozenset(
-    {tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK, tarfile.XHDTYPE, tarfile.XGLTYPE,
-     tarfile.SOLARIS_XHDTYPE}
-)
 # errnos that mean "this filesystem or this user cannot hold that xattr"
 _XATTR_SOFT_ERRNOS = frozenset({errno.EPERM, errno.EACCES, errno.ENOTSUP, errno.EOPNOTSUPP})
 
@@ -148,35 +142,6 @@ class ApplyStats:
     skipped: int = 0
 
 
-# tarfile's header-error classes exist since 3.2 but typeshed does not declare them
-_InvalidHeaderError: type[tarfile.HeaderError] = tarfile.InvalidHeaderError  # type: ignore[attr-defined]
-_EOFHeaderError: type[tarfile.HeaderError] = tarfile.EOFHeaderError  # type: ignore[attr-defined]
-_EmptyHeaderError: type[tarfile.HeaderError] = tarfile.EmptyHeaderError  # type: ignore[attr-defined]
-
-
-class _Reader(Protocol):
-    def read(self, size: int) -> bytes: ...
-    def tell(self) -> int: ...
-
-
-class _GuardedTarInfo(tarfile.TarInfo):
-    """TarInfo that refuses headers tarfile would otherwise act on dangerously.
-
-    ``frombuf`` is tarfile's documented per-header hook; refusing here turns a negative size (a
-    backwards seek, CVE-2025-8194) or a multi-gigabyte PAX/long-name header (read whole into
-    memory) into a header error before tarfile acts on it.
-    """
-
-    @classmethod
-    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _GuardedTarInfo:
-        obj = super().frombuf(buf, encoding, errors)
-        if obj.size < 0:
-            raise _InvalidHeaderError("negative size field")
-        if obj.type in _META_TYPES and obj.size > _MAX_META_SIZE:
-            raise _InvalidHeaderError(f"extended header of {obj.size} bytes is too large")
-        return obj
-
-
 def apply_layer(
     stream: typing.BinaryIO,
     root: Path,
@@ -206,41 +171,8 @@ def apply_layer(
     return applier.stats
 
 
-def _corrupt(what: str, exc: BaseException | None = None) -> errors.CorruptStreamError:
-    detail = f": {exc}" if exc is not None and str(exc) else ""
-    return errors.CorruptStreamError(f"layer tar: {what}{detail}")
-
-
-def _join(parent: str, name: str) -> str:
-    return f"{parent}/{name}" if parent else name
-
-
-def _time_ns(member: tarfile.TarInfo) -> int:
-    """The member's mtime in ns, exact for PAX fractional times (float would round them)."""
-    raw = member.pax_headers.get("mtime")
-    if raw is not None:
-        try:
-            return int(Decimal(raw) * 1_000_000_000)
-        except (InvalidOperation, ValueError, OverflowError):
-            pass
-    return int(member.mtime * 1_000_000_000)
-
-
 def _utime_dir(times: tuple[int, int], pfd: int, name: str) -> None:
     os.utime(name, ns=times, dir_fd=pfd, follow_symlinks=False)
-
-
-def _split_name(name: str, member: str, *, what: str = "name") -> list[str]:
-    """Normalise a tar path to components under root; ``[]`` is the root itself."""
-    if "\x00" in name:
-        raise errors.InvalidInputError(f"layer tar: {member!r}: NUL byte in {what}")
-    rel = name.lstrip("/")
-    norm = posixpath.normpath(rel) if rel else "."
-    if norm == ".." or norm.startswith("../"):
-        raise errors.UnsafeInputError(
-            f"layer tar: {member!r}: {what} {name!r} escapes the root; refusing the layer"
-        )
-    return [] if norm == "." else norm.split("/")
 
 
 class _Applier:
@@ -415,7 +347,7 @@ class _Applier:
                         if not target:
                             raise errors.InvalidInputError(
                                 f"layer tar: {self._member!r}: path goes through the empty "
-                                f"symlink {_join('/'.join(canon), comp)!r}"
+                                f"symlink {join('/'.join(canon), comp)!r}"
                             ) from None
                         if target.startswith("/"):
                             if owned:
@@ -466,7 +398,7 @@ class _Applier:
         os.mkdir(comp, 0o755, dir_fd=dir_fd)
         # explicit chmod: the result must not depend on the caller's umask
         self._chmod_at(dir_fd, comp, 0o755)
-        self._fresh.add(_join(parent, comp))
+        self._fresh.add(join(parent, comp))
         return os.open(comp, _DIR_FLAGS, dir_fd=dir_fd)
 
     def _open_strict(self, canon: list[str]) -> int:
@@ -487,57 +419,9 @@ class _Applier:
 
     # -- the member loop ------------------------------------------------------------------
 
-    def _members(self, tar: tarfile.TarFile) -> Iterator[tarfile.TarInfo]:
-        # tarfile.open('r|') already read the first header through TarFile.next(), which
-        # raises on a bad header at offset 0; every later header is read by us.
-        first = tar.next()
-        if first is None:
-            return
-        yield first
-        prev = first
-        fobj = typing.cast(_Reader, tar.fileobj)
-        while True:
-            # Skip what the previous member left unread, refusing to spin at EOF (tarfile's
-            # own stream seek would loop over empty reads for a huge bogus size).
-            remaining = tar.offset - fobj.tell()
-            if remaining < 0:
-                raise _corrupt(f"{self._member!r}: header offsets go backwards")
-            while remaining:
-                got = len(fobj.read(min(remaining, CHUNK_SIZE)))
-                if not got:
-                    if fobj.tell() >= prev.offset_data + prev.size:
-                        # The last member's data is complete and only its block padding and
-                        # the end marker are missing: umoci 0.4.7's `insert` writes such
-                        # layers and Go's archive/tar reads them. The diff_id check still
-                        # covers every byte.
-                        self.warn("layer tar: last member not padded, no end-of-archive marker")
-                        return
-                    raise _corrupt(f"{self._member!r}: unexpected end of data")
-                remaining -= got
-            try:
-                member = tar.tarinfo.fromtarfile(tar)
-            except _EOFHeaderError:
-                return
-            except _EmptyHeaderError:
-                # The stream ended on a block boundary without the end-of-archive marker.
-                # Go's archive/tar (and so umoci) accepts this; the diff_id check still
-                # catches a truncated layer.
-                self.warn("layer tar: no end-of-archive marker")
-                return
-            except tarfile.HeaderError as exc:
-                raise _corrupt(f"bad header after {self._member!r}", exc) from exc
-            prev = member
-            yield member
-
     def run(self, stream: typing.BinaryIO) -> None:
-        try:
-            tar = tarfile.open(  # noqa: SIM115 - closed by the `with` below
-                fileobj=stream, mode="r|", bufsize=_TAR_BUFSIZE, tarinfo=_GuardedTarInfo
-            )
-        except (tarfile.TarError, EOFError, ValueError, RecursionError) as exc:
-            raise _corrupt("cannot read the first header", exc) from exc
-        with tar:
-            members = self._members(tar)
+        with open_stream(stream) as tar:
+            members = iter_members(tar, self.warn)
             while True:
                 try:
                     member = next(members, None)
@@ -545,7 +429,7 @@ class _Applier:
                     raise
                 except (tarfile.TarError, EOFError, ValueError, OverflowError,
                         RecursionError) as exc:
-                    raise _corrupt(f"bad header after {self._member!r}", exc) from exc
+                    raise corrupt(f"bad header after {self._member!r}", exc) from exc
                 except OSError as exc:
                     raise errors.from_oserror(exc, "layer tar: read") from exc
                 if member is None:
@@ -558,7 +442,7 @@ class _Applier:
                 except errors.LayoutToolError:
                     raise
                 except (tarfile.TarError, EOFError) as exc:
-                    raise _corrupt(f"{member.name!r}", exc) from exc
+                    raise corrupt(f"{member.name!r}", exc) from exc
                 except OSError as exc:
                     raise self._os_error(exc) from exc
                 finally:
@@ -579,8 +463,8 @@ class _Applier:
 
     def _apply(self, tar: tarfile.TarFile, m: tarfile.TarInfo) -> None:
         if m.size < 0:
-            raise _corrupt(f"{m.name!r}: negative size")
-        parts = _split_name(m.name, m.name)
+            raise corrupt(f"{m.name!r}: negative size")
+        parts = split_name(m.name, m.name)
         for comp in parts[:-1]:
             if comp.startswith(WHITEOUT_PREFIX):
                 raise errors.InvalidInputError(
@@ -618,7 +502,7 @@ class _Applier:
         assert found is not None  # create=True never gives None
         pfd, pcanon = found
         name = parts[-1]
-        self._path = _join(pcanon, name)
+        self._path = join(pcanon, name)
         return pfd, pcanon, name
 
     def _clear_slot(self, pfd: int, pcanon: str, name: str, *, keep_dir: bool) -> bool:
@@ -657,10 +541,10 @@ class _Applier:
             total = 0
             for off, length in sparse:
                 if off < 0 or length < 0 or off + length > m.size:
-                    raise _corrupt(f"{m.name!r}: sparse map entry ({off}, {length}) out of range")
+                    raise corrupt(f"{m.name!r}: sparse map entry ({off}, {length}) out of range")
                 total += length
             if total > stored:
-                raise _corrupt(f"{m.name!r}: sparse map needs more data than the entry holds")
+                raise corrupt(f"{m.name!r}: sparse map needs more data than the entry holds")
         pfd, pcanon, name = self._entry_parent(parts)
         self._clear_slot(pfd, pcanon, name, keep_dir=False)
         self._touch(pcanon, pfd)
@@ -669,7 +553,7 @@ class _Applier:
             dir_fd=pfd,
         )
         try:
-            src = typing.cast(_Reader, tar.fileobj)
+            src = typing.cast(Reader, tar.fileobj)
             if sparse is None:
                 self._copy(src, fd, 0, m.size, m)
             else:
@@ -687,13 +571,13 @@ class _Applier:
             os.close(fd)
         self._mark_upper(self._path)
 
-    def _copy(self, src: _Reader, fd: int, offset: int, length: int, m: tarfile.TarInfo) -> None:
+    def _copy(self, src: Reader, fd: int, offset: int, length: int, m: tarfile.TarInfo) -> None:
         remaining = length
         while remaining:
             want = min(remaining, CHUNK_SIZE)
             data = src.read(want)
             if len(data) != want:
-                raise _corrupt(f"{m.name!r}: unexpected end of data")
+                raise corrupt(f"{m.name!r}: unexpected end of data")
             view = memoryview(data)
             done = 0
             while done < want:
@@ -730,7 +614,7 @@ class _Applier:
                 self._set_xattrs(dfd, m)
             finally:
                 os.close(dfd)
-        ns = _time_ns(m)
+        ns = time_ns(m)
         self._dir_times[canon] = (ns, ns)
 
     def _symlink(self, m: tarfile.TarInfo, parts: list[str]) -> None:
@@ -749,7 +633,7 @@ class _Applier:
         self._mark_upper(self._path)
 
     def _hardlink(self, m: tarfile.TarInfo, parts: list[str]) -> None:
-        tparts = _split_name(m.linkname, m.name, what="hardlink target")
+        tparts = split_name(m.linkname, m.name, what="hardlink target")
         if not tparts:
             raise errors.InvalidInputError(f"layer tar: {m.name!r}: hardlink to the root")
         pfd, pcanon, name = self._entry_parent(parts)
@@ -770,7 +654,7 @@ class _Applier:
             raise errors.InvalidInputError(
                 f"layer tar: {m.name!r}: hardlink target {m.linkname!r} is a directory"
             )
-        if _join(tcanon, tname) == dest:
+        if join(tcanon, tname) == dest:
             self._mark_upper(dest)  # a link to itself: nothing to do
             return
         self._clear_slot(pfd, pcanon, name, keep_dir=False)
@@ -829,7 +713,7 @@ class _Applier:
                 self._path = found[1] or "."
                 self._purge_lower(found[0], found[1])
             return
-        if base.startswith(_WHITEOUT_META_PREFIX):
+        if base.startswith(WHITEOUT_META_PREFIX):
             self.stats.skipped += 1
             self.warn(f"layer tar: {self._member!r}: AUFS metadata skipped")
             return
@@ -842,7 +726,7 @@ class _Applier:
         if found is None:
             return  # nothing below to hide
         pfd, pcanon = found
-        path = _join(pcanon, target)
+        path = join(pcanon, target)
         self._path = path
         if path in self._upper:
             return  # written by this layer: only a later layer may hide it
@@ -871,7 +755,7 @@ class _Applier:
         finally:
             os.close(lfd)
         for child in names:
-            path = _join(canon, child)
+            path = join(canon, child)
             if path in self._upper_anc:
                 try:
                     cfd = os.open(child, _DIR_FLAGS, dir_fd=dfd)
@@ -908,29 +792,29 @@ class _Applier:
                 os.close(fd)
 
     def _utime_fd(self, fd: int, m: tarfile.TarInfo) -> None:
-        ns = _time_ns(m)
+        ns = time_ns(m)
         try:
             os.utime(fd, ns=(ns, ns))
         except (OverflowError, ValueError):
             self.warn(f"layer tar: {m.name!r}: mtime out of range, not set")
 
     def _utime_at(self, pfd: int, name: str, m: tarfile.TarInfo) -> None:
-        ns = _time_ns(m)
+        ns = time_ns(m)
         try:
             os.utime(name, ns=(ns, ns), dir_fd=pfd, follow_symlinks=False)
         except (OverflowError, ValueError):
             self.warn(f"layer tar: {m.name!r}: mtime out of range, not set")
 
     def _wants_xattrs(self, m: tarfile.TarInfo) -> bool:
-        return self.options.xattrs and any(k.startswith(_XATTR_PREFIX) for k in m.pax_headers)
+        return self.options.xattrs and any(k.startswith(XATTR_PREFIX) for k in m.pax_headers)
 
     def _set_xattrs(self, target: int | str, m: tarfile.TarInfo) -> None:
         if not self.options.xattrs:
             return
         for key, value in m.pax_headers.items():
-            if not key.startswith(_XATTR_PREFIX):
+            if not key.startswith(XATTR_PREFIX):
                 continue
-            xname = key[len(_XATTR_PREFIX):]
+            xname = key[len(XATTR_PREFIX):]
             if xname == "security.capability" and not self.privileged:
                 self.warn(f"layer tar: {m.name!r}: xattr {xname} dropped (not root)")
                 continue
