@@ -91,7 +91,7 @@ FORBIDDEN = {
     "tempfile", "shutil", "zipfile", "importlib.resources", "importlib.metadata", "ssl",
     "http.client", "urllib.request", "email", "random", "secrets", "difflib", "asyncio",
     "layouttool.codec", "layouttool.layers", "layouttool.rootfs", "layouttool.ops.importer",
-    "layouttool.ops.convert", "layouttool.ops.export", "layouttool.ops.unpack",
+    "layouttool.ops.convert", "layouttool.ops.docker_save", "layouttool.ops.unpack",
     "layouttool.ops.gc", "layouttool.ops.remote", "layouttool.registry", "layouttool.formats",
 }
 
