@@ -126,10 +126,15 @@ class PeekReader:
         return self._buf[:n]
 
     def read(self, n: int = -1, /) -> bytes:
-        """Read like :meth:`io.RawIOBase.read`."""
+        """Read like :meth:`io.RawIOBase.read`.
+
+        The read that returns the peeked bytes also reads on for the rest of ``n``: a short
+        first read would shift every later chunk of a CHUNK-sized copy loop off its source's
+        boundaries, and each chunk would then be joined from two pieces (a copy of every byte).
+        """
         if self._buf:
-            if n < 0:
-                data = self._buf + self._raw.read()
+            if n < 0 or n > len(self._buf):
+                data = self._buf + self._raw.read(-1 if n < 0 else n - len(self._buf))
                 self._buf = b""
                 return data
             data, self._buf = self._buf[:n], self._buf[n:]
@@ -292,6 +297,8 @@ class PrefetchReader:
                 raise item
             if not item:
                 self._eof = True
+            if len(item) <= n:  # the usual case: a whole chunk, handed on without a copy
+                return item
             self._buf = memoryview(item)
         out = bytes(self._buf[:n])
         self._buf = self._buf[n:]
@@ -566,10 +573,11 @@ def _cpus() -> int:
 
 #: layers encoded at once by default when writing zstd. Each zstd encoder holds a 16 MiB window,
 #: and zstd's own workers already spread one layer over every CPU (its output does not depend
-#: on how many), so more layers at once only add memory: importing the bench image peaked at
-#: 78 MiB with 1 layer at a time, 102 MiB with 2 and 175 MiB with 4, all within 4 % of the
-#: same time on 2 CPUs.
-ZSTD_PARALLEL_LAYERS: Final = 2
+#: on how many), so more layers at once only add memory and split the CPUs: with 2 layers at
+#: once, each encoder got half of them, and the last large layer of an image then ran alone on
+#: one worker (a third of the real Debian image's import, at 1.0-1.4 CPUs busy of 2). One
+#: layer at a time with every CPU: the same or less time, peak RSS 85 MiB instead of 115.
+ZSTD_PARALLEL_LAYERS: Final = 1
 
 
 def default_layer_jobs(target: Compression | None) -> int:

@@ -23,6 +23,7 @@ from layouttool.codec import (
     HashingReader,
     LimitReader,
     PeekReader,
+    PrefetchReader,
     new_encoder,
     open_decompress,
     open_sniffed,
@@ -436,6 +437,48 @@ def test_peek_reader() -> None:
     assert p.read() == b""
 
 
+def test_peek_reader_does_not_cut_the_first_read_short() -> None:
+    """The read that hands back the peeked bytes reads on for the rest: a short first read
+    would shift every later fixed-size chunk off the source's boundaries (and each chunk would
+    then be joined from two pieces)."""
+    p = PeekReader(io.BytesIO(b"0123456789" * 100))
+    assert p.peek(8) == b"01234567"
+    assert p.read(100) == (b"0123456789" * 10)
+    assert p.read(100) == (b"0123456789" * 10)
+    p2 = PeekReader(io.BytesIO(b"abc"))
+    assert p2.peek(8) == b"abc"
+    assert p2.read(100) == b"abc"
+    assert p2.read(100) == b""
+
+
+def test_prefetch_reader_hands_on_whole_chunks_and_errors() -> None:
+    data = bytes(range(256)) * 4096  # 1 MiB
+    ahead = PrefetchReader(io.BytesIO(data * 3), chunk=1 << 20)
+    try:
+        assert [len(ahead.read(1 << 20)) for _ in range(4)] == [1 << 20] * 3 + [0]
+    finally:
+        ahead.close()
+
+    class Failing:
+        def __init__(self) -> None:
+            self.n = 0
+
+        def read(self, n: int = -1, /) -> bytes:
+            self.n += 1
+            if self.n > 2:
+                raise CorruptStreamError("broken after two chunks")
+            return b"x" * n
+
+    ahead = PrefetchReader(Failing(), chunk=1000)
+    try:
+        assert ahead.read(1000) == b"x" * 1000
+        assert ahead.read(1000) == b"x" * 1000
+        with pytest.raises(CorruptStreamError, match="after two chunks"):
+            ahead.read(1000)
+    finally:
+        ahead.close()
+
+
 def test_pump_counts_and_reports_progress() -> None:
     seen: list[int] = []
     out = bytearray()
@@ -458,7 +501,7 @@ def test_third_party_errors_never_escape() -> None:
 
 def test_default_layer_jobs(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(codec, "_cpus", lambda: 16)
-    assert codec.default_layer_jobs(Compression.ZSTD) == 2
+    assert codec.default_layer_jobs(Compression.ZSTD) == 1
     assert codec.default_layer_jobs(Compression.GZIP) == 16
     assert codec.default_layer_jobs(None) == 16  # convert keeping each layer's compression
     monkeypatch.setattr(codec, "_cpus", lambda: 1)
