@@ -22,6 +22,7 @@ from layouttool.codec import (
     HashingReader,
     LimitReader,
     PeekReader,
+    PrefetchReader,
     Reader,
     TeeReader,
     Writer,
@@ -159,12 +160,22 @@ def spool_layer(
             encoder = new_encoder(out, level, threads)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
         hashed = HashingReader(plain)
-        # ISA-L's deflate output depends on how its input is split into compress() calls, so
-        # the encoder always gets exactly CHUNK-sized pieces: the blob digest then depends on
-        # the content only, not on how the source happens to return its reads
-        while data := _read_full(hashed, CHUNK):
-            if encoder is not None and (piece := encoder.compress(data)):
-                w.write(piece)
+        # re-encoding: read, decompress and hash the diff_id in a thread of their own, a few
+        # chunks ahead, while this one compresses, hashes and writes; each stage holds the GIL
+        # only between its C calls, so a layer keeps two cores busy on its own (the last large
+        # layer of an image is often alone for a third of the run)
+        ahead = PrefetchReader(hashed) if encoder is not None else None
+        try:
+            src: Reader = hashed if ahead is None else ahead
+            # ISA-L's deflate output depends on how its input is split into compress() calls,
+            # so the encoder always gets exactly CHUNK-sized pieces: the blob digest then
+            # depends on the content only, not on how the source happens to return its reads
+            while data := _read_full(src, CHUNK):
+                if encoder is not None and (piece := encoder.compress(data)):
+                    w.write(piece)
+        finally:
+            if ahead is not None:
+                ahead.close()
         if encoder is not None:
             w.write(encoder.flush())
         dec.close()

@@ -708,6 +708,25 @@ def test_layer_digest_does_not_depend_on_read_sizes(tmp_path: Path) -> None:
     assert len(digests) == 1
 
 
+@pytest.mark.parametrize("target", ["gzip", "zstd"])
+def test_a_corrupt_layer_fails_cleanly_while_being_re_encoded(tmp_path: Path, target: str) -> None:
+    """Re-encoding reads, decompresses and hashes in a thread of its own: a corrupt layer still
+    ends in one clean error (exit 4), and no temp file or blob is left behind."""
+    import os
+
+    from layouttool.codec import Compression
+    from layouttool.errors import CorruptStreamError
+    from layouttool.layers import store_layer
+
+    good = gzip.compress(os.urandom(3 << 20), compresslevel=1)
+    broken = good[: len(good) // 2]  # cut inside the deflate stream
+    lay = Layout.init(tmp_path / "l")
+    with pytest.raises(CorruptStreamError):
+        store_layer(lay, io.BytesIO(broken), target=Compression(target))
+    assert list((tmp_path / "l" / "blobs" / "sha256").iterdir()) == []
+    assert [p.name for p in lay.tmp_dir().iterdir()] == []
+
+
 def test_a_streamed_tarball_with_more_layers_than_open_files(tmp_path: Path) -> None:
     """Layers that arrive before manifest.json wait for it as closed temp files: a stream with
     200 layers imports under an open-files limit of 64 (each waiting layer used to hold a
