@@ -38,6 +38,7 @@ class RealImage:
     """The inputs of the real-image rows (all on tmpfs once staged)."""
 
     save_tar: Path
+    save_bytes: int
     layout: Path
     ref: str
     #: the uncompressed layers in order (docker-save.tar's members), for the ``tar -x`` floor
@@ -55,12 +56,13 @@ def _complete(out: Path) -> bool:
         return False
 
 
-def build(log: Callable[[str], None], out: Path = OUT) -> tuple[Path | None, str]:
+def build(log: Callable[[str], None], out: Path = OUT,
+          script: Path = SCRIPT) -> tuple[Path | None, str]:
     """The script's output directory, built when needed: ``(dir, how)`` or ``(None, why not)``."""
     if _complete(out):
         return out, f"cached in {out}"
-    if not SCRIPT.is_file():
-        return None, f"{SCRIPT} not found"
+    if not script.is_file():
+        return None, f"{script} not found"
     if os.geteuid() != 0:
         return None, "building it needs root (debootstrap, mknod, umoci unpack)"
     if shutil.which("debootstrap") is None:
@@ -68,12 +70,12 @@ def build(log: Callable[[str], None], out: Path = OUT) -> tuple[Path | None, str
     missing = [t for t in ("umoci", "skopeo", "jq", "zstd") if shutil.which(t) is None]
     if missing:
         return None, f"the script needs {', '.join(missing)}"
-    log(f"real image: building it with {SCRIPT} (debootstrap; a few minutes, once)")
-    proc = subprocess.run(["bash", str(SCRIPT), str(out)], stdout=subprocess.DEVNULL,
+    log(f"real image: building it with {script} (debootstrap; a few minutes, once)")
+    proc = subprocess.run(["bash", str(script), str(out)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
     if proc.returncode != 0 or not _complete(out):
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
-        return None, f"{SCRIPT.name} failed (exit {proc.returncode}): {tail[0]}"
+        return None, f"{script.name} failed (exit {proc.returncode}): {tail[0]}"
     return out, f"built in {out}"
 
 
@@ -105,7 +107,7 @@ def _layer_members(save: Path) -> list[tarfile.TarInfo]:
         return out
 
 
-def plan(src: Path, dst: Path) -> RealImage:
+def plan(src: Path, dst: Path, ref: str = REF) -> RealImage:
     """Where the inputs of the rows will be once :func:`stage` copied them from the script's
     output ``src`` to ``dst`` (tmpfs); nothing is copied yet."""
     members = _layer_members(src / "docker-save.tar")
@@ -118,10 +120,11 @@ def plan(src: Path, dst: Path) -> RealImage:
                 source = line.split(":", 1)[1].strip()
     return RealImage(
         save_tar=dst / "docker-save.tar",
+        save_bytes=(src / "docker-save.tar").stat().st_size,
         layout=layout,
-        ref=REF,
+        ref=ref,
         layer_tars=tuple(dst / "layers" / f"{i}.tar" for i in range(len(members))),
-        gzip_layers=tuple(_blob(layout, d) for d in _manifest_layers(src / "oci-umoci", REF)),
+        gzip_layers=tuple(_blob(layout, d) for d in _manifest_layers(src / "oci-umoci", ref)),
         uncompressed_bytes=sum(m.size for m in members),
         source=source,
     )

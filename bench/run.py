@@ -466,7 +466,7 @@ def floor_cmd(b: Builder, name: str, extract: str, need: str, dest: Path,
 def real_plans(b: Builder, img: realimg.RealImage, base: Path) -> None:
     """The issue's cases on the real image, every input and output on tmpfs (``base``)."""
     save, lay, ref = img.save_tar, img.layout, img.ref
-    nbytes = save.stat().st_size
+    nbytes = img.save_bytes
     skopeo_flags = {"gzip": [], "zstd": ["--dest-compress-format", "zstd"]}
     for comp, goal in (("gzip", 2.6), ("zstd", 1.6)):
         o1, o2 = base / f"real-import-{comp}-ours", base / f"real-import-{comp}-skopeo"
