@@ -68,7 +68,7 @@ if TYPE_CHECKING:
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
     from layouttool.ops.common import ResolvedImage, open_image
     from layouttool.ops.convert import ConvertResult, convert_image
-    from layouttool.ops.export import ExportResult, export_docker_save
+    from layouttool.ops.docker_save import ExportResult, export_docker_save
     from layouttool.ops.gc import GcResult, gc_layout
     from layouttool.ops.importer import ImportResult, import_docker_save
     from layouttool.ops.layout import (
@@ -120,8 +120,8 @@ _LAZY: dict[str, str] = {
     "convert_image": "layouttool.ops.convert",
     "UnpackResult": "layouttool.ops.unpack",
     "unpack_image": "layouttool.ops.unpack",
-    "ExportResult": "layouttool.ops.export",
-    "export_docker_save": "layouttool.ops.export",
+    "ExportResult": "layouttool.ops.docker_save",
+    "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
 }

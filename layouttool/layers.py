@@ -13,9 +13,12 @@ raw source is drained to its end (so a VerifiedReader source checks its digest).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Final
 
+from layouttool import mediatypes as mt
 from layouttool.codec import (
     CHUNK,
     Compression,
@@ -31,7 +34,8 @@ from layouttool.codec import (
     sniff,
 )
 from layouttool.digest import Digest
-from layouttool.errors import IntegrityError, InvalidInputError
+from layouttool.errors import IntegrityError, InvalidInputError, UnsupportedError
+from layouttool.model import Descriptor
 from layouttool.progress import Task
 from layouttool.store import BlobInfo, BlobWriter, Layout
 
@@ -230,3 +234,54 @@ def store_layer(
         task=task,
     ) as pending:
         return pending.commit()
+
+
+@contextmanager
+def plain_layer(
+    layout: Layout,
+    desc: Descriptor,
+    diff_id: Digest | None,
+    *,
+    what: str,
+    max_size: int | None = None,
+    advance: Callable[[int], None] | None = None,
+) -> Iterator[Reader]:
+    """The uncompressed bytes of layer ``desc``, read once and verified.
+
+    The blob is read through a :class:`~layouttool.store.VerifiedReader`, its compression
+    detected by magic bytes (the media type must agree), decompressed and hashed on another
+    thread (:class:`~layouttool.codec.PrefetchReader`) while the caller reads. When the block
+    ends normally the rest is drained, the blob's digest and size are checked, and the
+    uncompressed digest must equal ``diff_id`` (:class:`~layouttool.errors.IntegrityError`,
+    naming ``what``). ``advance`` is called with the count of compressed bytes read.
+    """
+    if not mt.is_layer(desc.media_type):
+        raise UnsupportedError(
+            f"{what} has media type {desc.media_type!r}: not a tar layer (an artifact?)"
+        )
+    with layout.open_blob(desc.digest, desc.size) as blob:
+        peek = PeekReader(TeeReader(blob, advance=advance))
+        found = sniff(peek.peek(8))
+        declared = mt.layer_compression(desc.media_type)
+        if found is not declared:
+            raise InvalidInputError(
+                f"{what}: media type {desc.media_type} does not match the content, which is "
+                f"{found.value}"
+            )
+        dec = open_decompress(peek, found, what=what)
+        plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
+        hashed = HashingReader(plain)
+        ahead = PrefetchReader(hashed)
+        try:
+            yield ahead
+            while ahead.read(CHUNK):
+                pass
+        finally:
+            ahead.close()
+        dec.close()
+        blob.finish()
+    if diff_id is not None and hashed.digest() != diff_id:
+        raise IntegrityError(
+            f"{what}: uncompressed content hashes to {hashed.digest()} but the config's "
+            f"diff_id is {diff_id}"
+        )

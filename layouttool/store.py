@@ -25,12 +25,13 @@ import errno
 import fcntl
 import os
 import stat
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Final, NamedTuple
+from typing import Any, BinaryIO, Final, NamedTuple
 
 from layouttool import mediatypes as mt
 from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
@@ -97,6 +98,58 @@ def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) ->
         fsync_dir(path.parent)
     except OSError as exc:
         raise from_oserror(exc, f"replaced {path}, then could not flush its directory") from exc
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+@contextlib.contextmanager
+def atomic_output(path: Path) -> Iterator[BinaryIO]:
+    """A file to write an output (a tarball) into; on success it replaces ``path`` atomically
+    (temp file beside it, fsync, rename, directory fsync), keeping an existing file's mode;
+    on an error the temp file is removed and ``path`` is as it was.
+
+    A FIFO or a character device (``/dev/null``, ``/dev/stdout``) is written in place: it cannot
+    be replaced by a rename, and there is nothing partial to protect.
+    """
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        st = None
+    except OSError as exc:
+        raise from_oserror(exc, "stat", path) from exc
+    if st is not None and stat.S_ISDIR(st.st_mode):
+        raise ConflictError(f"output {path} is a directory; name a file (e.g. {path}/image.tar)")
+    if st is not None and not stat.S_ISREG(st.st_mode):
+        try:
+            with open(path, "wb") as fh:
+                yield fh
+        except OSError as exc:
+            raise from_oserror(exc, "write", path) from exc
+        return
+    parent = path.parent
+    try:
+        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise from_oserror(exc, "create temp file in", parent) from exc
+    try:
+        with os.fdopen(fd, "wb", buffering=_CHUNK) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
+            os.fchmod(fh.fileno(), mode)
+        Path(tmp).replace(path)
+        fsync_dir(parent)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise from_oserror(exc, "write", path) from exc
+        raise
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,6 +29,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
+    "export", "diff",
 )
 
 
@@ -43,6 +44,20 @@ def schema_errors(command: str, doc: Any) -> list[str]:
     name = f"{command}.schema.json"
     compiler = schema._Compiler({name: json.loads((SCHEMAS / name).read_text())})
     return compiler.node(name, "").errors(doc, "")
+
+
+def shapes(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    """The document shapes a schema allows: itself, or each of its top-level ``oneOf`` (a
+    command whose output depends on its options, such as ``diff`` and ``diff --layers``)."""
+    if "oneOf" not in doc:
+        return [doc]
+    return [{**alt, "definitions": doc.get("definitions", {})} for alt in doc["oneOf"]]
+
+
+def shape_errors(shape: dict[str, Any], doc: Any) -> list[str]:
+    """Problems of ``doc`` against one shape of a schema."""
+    compiler = schema._Compiler({"shape.json": shape})
+    return compiler.node("shape.json", "").errors(doc, "")
 
 
 def run_json(*args: str | Path, code: int = 0) -> dict[str, Any]:
@@ -94,9 +109,10 @@ def test_a_schema_for_every_command_and_all_compile() -> None:
     for command in JSON_COMMANDS:
         doc = json.loads((SCHEMAS / f"{command}.schema.json").read_text())
         assert doc["$schema"] == "http://json-schema.org/draft-04/schema#"
-        # strict at the top: every property documented is required, nothing else allowed
-        assert doc["additionalProperties"] is False
-        assert sorted(doc["required"]) == sorted(doc["properties"]), command
+        for shape in shapes(doc):
+            # strict at the top: every property documented is required, nothing else allowed
+            assert shape["additionalProperties"] is False
+            assert sorted(shape["required"]) == sorted(shape["properties"]), command
         # compiles (an unsupported keyword would raise InternalError)
         assert schema_errors(command, {}) != []
 
@@ -105,13 +121,16 @@ def test_a_schema_for_every_command_and_all_compile() -> None:
 def test_schemas_reject_a_changed_document(command: str, tmp_path: Path) -> None:
     """The checks can fail: a missing field, an extra field, a wrong type are all reported."""
     doc = json.loads((SCHEMAS / f"{command}.schema.json").read_text())
-    first = doc["required"][0]
-    assert any("missing required property" in e for e in schema_errors(command, {}))
-    assert any(
-        "unexpected property" in e for e in schema_errors(command, {"undocumentedField": 1})
-    )
-    wrong = schema_errors(command, {first: {"a": [1]}})
-    assert any("expected" in e or "must be one of" in e for e in wrong), wrong
+    for shape in shapes(doc):
+        first = shape["required"][0]
+        assert any("missing required property" in e for e in shape_errors(shape, {}))
+        assert any(
+            "unexpected property" in e for e in shape_errors(shape, {"undocumentedField": 1})
+        )
+        wrong = shape_errors(shape, {first: {"a": [1]}})
+        assert any("expected" in e or "must be one of" in e for e in wrong), wrong
+    assert schema_errors(command, {}) != []
+    assert schema_errors(command, {"undocumentedField": 1}) != []
 
 
 # ----------------------------------------------------------------------------- each command
@@ -214,6 +233,27 @@ def test_unpack_json(imported: Path, tmp_path: Path) -> None:
     written = sum(p.stat().st_size for p in dest.rglob("*") if p.is_file() and
                   not p.is_symlink())
     assert written <= doc["bytesWritten"]  # whiteouts may remove what a lower layer wrote
+
+
+def test_export_json(imported: Path, tmp_path: Path) -> None:
+    need("export")
+    out = tmp_path / "rootfs.tar"
+    doc = run_json("export", f"{imported}:{sample_tags()[0]}", "-o", out)
+    assert doc["output"] == str(out) and doc["bytesWritten"] == out.stat().st_size
+    with tarfile.open(out) as tf:
+        members = tf.getmembers()
+    assert doc["entries"] == len(members)
+    assert doc["contentBytes"] == sum(m.size for m in members if m.isreg())
+
+
+def test_diff_json(imported: Path) -> None:
+    need("diff")
+    ref = f"{imported}:{sample_tags()[0]}"
+    doc = run_json("diff", ref, ref)
+    assert doc["added"] == doc["removed"] == doc["changed"] == []
+    layers = run_json("diff", ref, "--layers")
+    assert [la["index"] for la in layers["layers"]] == list(range(1, len(layers["layers"]) + 1))
+    assert layers["fileBytes"] == sum(la["fileBytes"] for la in layers["layers"])
 
 
 def test_to_docker_save_json(imported: Path, tmp_path: Path) -> None:

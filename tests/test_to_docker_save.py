@@ -26,7 +26,7 @@ from layouttool.errors import ConflictError, IntegrityError, InternalError, Inva
 from layouttool.formats.docker_save_writer import TarWriter, parse_docker_name
 from layouttool.model import Platform, parse_config, parse_manifest
 from layouttool.ops.common import open_image
-from layouttool.ops.export import export_docker_save
+from layouttool.ops.docker_save import export_docker_save
 from layouttool.ops.layout import set_ref
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout

@@ -62,3 +62,50 @@ def diff(a: dict[str, dict[str, Any]], b: dict[str, dict[str, Any]]) -> list[str
         elif a[k] != b[k]:
             problems.append(f"{k}: {a[k]} != {b[k]}")
     return problems
+
+
+def tar_tree(tar: Path | bytes) -> dict[str, dict[str, Any]]:
+    """Describe a tar's entries the way :func:`snapshot` describes a tree: names without
+    ``./`` or a trailing ``/`` (the root left out), type, mode, owner, content hash, link
+    target, device numbers, xattrs, mtime (not for directories), and the hardlink group (the
+    sorted names sharing the content) instead of which member is the file."""
+    import io
+    import tarfile
+
+    fileobj = io.BytesIO(tar) if isinstance(tar, bytes) else None
+    out: dict[str, dict[str, Any]] = {}
+    links: dict[str, str] = {}
+    with tarfile.open(name=None if fileobj else tar, fileobj=fileobj) as tf:
+        for m in tf:
+            name = m.name.removeprefix("./").rstrip("/")
+            if name in ("", "."):
+                continue
+            if m.islnk():
+                links[name] = m.linkname.removeprefix("./")
+                continue
+            info: dict[str, Any] = {"type": m.type, "mode": m.mode & 0o7777,
+                                    "owner": (m.uid, m.gid)}
+            if m.isreg():
+                info["type"] = tarfile.REGTYPE
+                f = tf.extractfile(m)
+                assert f is not None
+                info["sha256"] = hashlib.sha256(f.read()).hexdigest()
+                info["size"] = m.size
+            if not m.isdir():
+                info["mtime"] = int(m.mtime)
+            if m.issym():
+                info["target"] = m.linkname
+                info.pop("mode")
+            if m.ischr() or m.isblk():
+                info["rdev"] = (m.devmajor, m.devminor)
+            info["xattrs"] = {k: v for k, v in m.pax_headers.items()
+                              if k.startswith("SCHILY.xattr.")}
+            out[name] = info
+    groups: dict[str, list[str]] = {}
+    for name, target in links.items():
+        out[name] = dict(out[target])
+        groups.setdefault(target, [target]).append(name)
+    for members in groups.values():
+        for name in members:
+            out[name]["links"] = sorted(members)
+    return out

@@ -28,8 +28,10 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "gc": ("cmd_gc", "gc_cmd", "Maintenance"),
     "from-docker-save": ("cmd_import", "from_docker_save_cmd", "Import and export"),
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
-    "to-docker-save": ("cmd_export", "to_docker_save_cmd", "Import and export"),
+    "to-docker-save": ("cmd_docker_save", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
+    "export": ("cmd_merge", "export_cmd", "Import and export"),
+    "diff": ("cmd_merge", "diff_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
 }

@@ -1,4 +1,4 @@
-"""Export command: to-docker-save."""
+"""to-docker-save: write images as one docker save tarball."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import click
 
 from layouttool.cli._common import emit, human_size, json_option, platform_option, progress, summary
 from layouttool.model import Platform
-from layouttool.ops.export import ExportCompression, export_docker_save
+from layouttool.ops.docker_save import ExportCompression, export_docker_save
 
 
 @click.command("to-docker-save")

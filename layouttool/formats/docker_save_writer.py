@@ -7,7 +7,7 @@ the same file loads with old and new Docker, ``podman load`` and skopeo's ``dock
 layer is stored once.
 
 This module knows the archive's shape and the Docker naming rules; it never decides policy
-(which images, which compression, which names): :mod:`layouttool.ops.export` does.
+(which images, which compression, which names): :mod:`layouttool.ops.docker_save` does.
 
 The tar is deterministic: members in a fixed order (``oci-layout``, ``index.json``,
 ``manifest.json``, ``repositories``, the two blob directories, then blobs sorted by digest),

@@ -23,10 +23,9 @@ from __future__ import annotations
 import contextlib
 import enum
 import os
-import stat
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any, BinaryIO
@@ -61,7 +60,7 @@ from layouttool.model import Descriptor, Platform, dump_json
 from layouttool.ops.common import ResolvedImage, resolve_image, select
 from layouttool.progress import NULL_PROGRESS, Progress, Task
 from layouttool.refs import parse_image
-from layouttool.store import Layout, fsync_dir
+from layouttool.store import Layout, atomic_output
 
 
 class ExportCompression(enum.Enum):
@@ -458,56 +457,6 @@ def _merge(saves: list[SaveImage]) -> list[SaveImage]:
 
 
 # --- output ----------------------------------------------------------------------------------
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-@contextlib.contextmanager
-def _open_output(path: Path) -> Iterator[BinaryIO]:
-    """A file to write the archive into; on success it replaces ``path`` atomically.
-
-    A FIFO or a character device (``/dev/null``, ``/dev/stdout``) is written in place: it cannot
-    be replaced by a rename, and there is nothing partial to protect.
-    """
-    try:
-        st = path.stat()
-    except FileNotFoundError:
-        st = None
-    except OSError as exc:
-        raise from_oserror(exc, "stat", path) from exc
-    if st is not None and stat.S_ISDIR(st.st_mode):
-        raise ConflictError(f"output {path} is a directory; name a file (e.g. {path}/image.tar)")
-    if st is not None and not stat.S_ISREG(st.st_mode):
-        try:
-            with open(path, "wb") as fh:
-                yield fh
-        except OSError as exc:
-            raise from_oserror(exc, "write", path) from exc
-        return
-    parent = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise from_oserror(exc, "create temp file in", parent) from exc
-    try:
-        with os.fdopen(fd, "wb", buffering=CHUNK) as fh:
-            yield fh
-            fh.flush()
-            os.fsync(fh.fileno())
-            mode = stat.S_IMODE(st.st_mode) if st is not None else 0o666 & ~_umask()
-            os.fchmod(fh.fileno(), mode)
-        Path(tmp).replace(path)
-        fsync_dir(parent)
-    except BaseException as exc:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        if isinstance(exc, OSError):
-            raise from_oserror(exc, "write", path) from exc
-        raise
-
-
 def _spool_dir_for(output: Path | None, layouts: Sequence[Layout]) -> Path | None:
     """Where re-encoded layers wait: beside a file OUTPUT, else in a source layout's tmp."""
     if output is not None and (output.is_file() or not output.exists()):
@@ -588,7 +537,7 @@ def export_docker_save(
                 stream.flush()
             else:
                 assert out_path is not None
-                with _open_output(out_path) as fh:
+                with atomic_output(out_path) as fh:
                     tar = TarWriter(fh)
                     write_archive(tar, saves, blobs, task_for=task_for)
     return ExportResult(
