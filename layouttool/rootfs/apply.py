@@ -574,11 +574,11 @@ class _Applier:
     def _copy(self, src: Reader, fd: int, offset: int, length: int, m: tarfile.TarInfo) -> None:
         remaining = length
         while remaining:
-            want = min(remaining, CHUNK_SIZE)
-            data = src.read(want)
-            if len(data) != want:
+            # a view of the decompressed chunk, written without a copy (up to a chunk's end)
+            view = src.read_view(min(remaining, CHUNK_SIZE))
+            want = len(view)
+            if not want:
                 raise corrupt(f"{m.name!r}: unexpected end of data")
-            view = memoryview(data)
             done = 0
             while done < want:
                 done += os.pwrite(fd, view[done:], offset + done)
