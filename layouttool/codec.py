@@ -283,6 +283,16 @@ class PrefetchReader:
         except BaseException as exc:  # handed to the consumer, re-raised there
             self._put(exc)
 
+    def _take(self) -> bytes:
+        """The producer's next chunk (empty at EOF); its exception, re-raised here."""
+        item = self._q.get()
+        if isinstance(item, BaseException):
+            self._eof = True
+            raise item
+        if not item:
+            self._eof = True
+        return item
+
     def read(self, n: int = -1, /) -> bytes:
         """Read up to ``n`` bytes (all that is left when ``n`` < 0)."""
         if n < 0:
@@ -291,12 +301,7 @@ class PrefetchReader:
                 parts.append(chunk)
             return b"".join(parts)
         while not self._buf and not self._eof:
-            item = self._q.get()
-            if isinstance(item, BaseException):
-                self._eof = True
-                raise item
-            if not item:
-                self._eof = True
+            item = self._take()
             if len(item) <= n:  # the usual case: a whole chunk, handed on without a copy
                 return item
             self._buf = memoryview(item)
@@ -304,10 +309,25 @@ class PrefetchReader:
         self._buf = self._buf[n:]
         return out
 
+    def readinto(self, b: bytearray | memoryview) -> int:
+        """Fill ``b`` from what was read ahead (one copy; ISA-L's gzip reader calls this)."""
+        while not self._buf and not self._eof:
+            self._buf = memoryview(self._take())
+        k = min(len(b), len(self._buf))
+        b[:k] = self._buf[:k]
+        self._buf = self._buf[k:]
+        return k
+
     def close(self) -> None:
         """Stop the producer thread and wait for it."""
         self._stop.set()
         self._thread.join()
+
+    def __enter__(self) -> PrefetchReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
 
 class _Guarded:
