@@ -304,7 +304,8 @@ def test_codec_bench_models_the_encoders_we_ship() -> None:
     from bench import codecs as bench_codecs
     from layouttool.codec import Compression, new_encoder
 
-    data = gen.Content(random.Random(3), 1 << 20).text_bytes(3 << 20)
+    content = gen.Content(random.Random(3), 1 << 20)
+    data = content.text_bytes(3 << 20) + content.random_bytes(2 << 20)  # 2 stored blocks
     enc = new_encoder(Compression.GZIP, 2)
     ours = enc.compress(data) + enc.flush()
     # gzip header (10) + deflate blocks + empty final block (2) + CRC and size (8)
