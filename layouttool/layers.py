@@ -15,8 +15,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import Final
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
 
 from layouttool import mediatypes as mt
 from layouttool.codec import (
@@ -34,10 +34,13 @@ from layouttool.codec import (
     sniff,
 )
 from layouttool.digest import Digest
-from layouttool.errors import IntegrityError, InvalidInputError, UnsupportedError
+from layouttool.errors import IntegrityError, InternalError, InvalidInputError, UnsupportedError
 from layouttool.model import Descriptor
 from layouttool.progress import Task
 from layouttool.store import BlobInfo, BlobWriter, Layout
+
+if TYPE_CHECKING:
+    from layouttool.lazy import LazyFormat, LazyLayer, LazyOptions
 
 LAYER_COMPRESSIONS: Final = (Compression.NONE, Compression.GZIP, Compression.ZSTD)
 
@@ -53,11 +56,15 @@ class LayerResult:
     #: compression the source had
     source_compression: Compression
     uncompressed_size: int
+    #: annotations the blob's descriptor needs (a lazy-pull layer's TOC digest and position)
+    annotations: dict[str, str] = field(default_factory=dict)
+    #: the lazy-pull format written, if any
+    lazy: LazyFormat | None = None
 
     @property
     def recompressed(self) -> bool:
         """True when the bytes were re-encoded (not stored as they came)."""
-        return self.compression is not self.source_compression
+        return self.compression is not self.source_compression or self.lazy is not None
 
 
 class PendingLayer:
@@ -76,12 +83,16 @@ class PendingLayer:
         compression: Compression,
         source_compression: Compression,
         uncompressed_size: int,
+        lazy: LazyLayer | None = None,
+        lazy_format: LazyFormat | None = None,
     ) -> None:
         self._writer = writer
         self.diff_id = diff_id
         self.compression = compression
         self.source_compression = source_compression
         self.uncompressed_size = uncompressed_size
+        self._lazy = lazy
+        self._lazy_format = lazy_format
         self._result: LayerResult | None = None
 
     @property
@@ -99,6 +110,8 @@ class PendingLayer:
                 self.compression,
                 self.source_compression,
                 self.uncompressed_size,
+                dict(self._lazy.annotations) if self._lazy is not None else {},
+                self._lazy_format,
             )
         return self._result
 
@@ -143,8 +156,15 @@ def spool_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    lazy: LazyFormat | None = None,
+    lazy_options: LazyOptions | None = None,
 ) -> PendingLayer:
     """Like :func:`store_layer`, but stop before the rename: the caller commits or aborts."""
+    if lazy is not None:
+        return _spool_lazy(
+            layout, src, lazy, lazy_options, expected_diff_id=expected_diff_id,
+            declared=declared, max_size=max_size, what=what, task=task,
+        )
     peek = PeekReader(src)
     found = sniff(peek.peek(8))
     if found not in LAYER_COMPRESSIONS:
@@ -170,11 +190,11 @@ def spool_layer(
         # layer of an image is often alone for a third of the run)
         ahead = PrefetchReader(hashed) if encoder is not None else None
         try:
-            src: Reader = hashed if ahead is None else ahead
+            feed: Reader = hashed if ahead is None else ahead
             # ISA-L's deflate output depends on how its input is split into compress() calls,
             # so the encoder always gets exactly CHUNK-sized pieces: the blob digest then
             # depends on the content only, not on how the source happens to return its reads
-            while data := _read_full(src, CHUNK):
+            while data := _read_full(feed, CHUNK):
                 if encoder is not None and (piece := encoder.compress(data)):
                     w.write(piece)
         finally:
@@ -202,6 +222,75 @@ def spool_layer(
     return PendingLayer(w, diff_id, out, found, hashed.count)
 
 
+def _sniff(peek: PeekReader, declared: Compression | None, what: str) -> Compression:
+    found = sniff(peek.peek(8))
+    if found not in LAYER_COMPRESSIONS:
+        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
+    if declared is not None and declared is not found:
+        raise InvalidInputError(
+            f"{what}: media type says {declared.value} but the content is {found.value}"
+        )
+    return found
+
+
+def _spool_lazy(
+    layout: Layout,
+    src: Reader,
+    lazy: LazyFormat,
+    options: LazyOptions | None,
+    *,
+    expected_diff_id: Digest | None,
+    declared: Compression | None,
+    max_size: int | None,
+    what: str,
+    task: Task | None,
+) -> PendingLayer:
+    """Write the layer as zstd:chunked or eStargz, in one pass over ``src``.
+
+    The input is decompressed and hashed (its diff_id is checked against the config's); the
+    lazy writer builds the new blob from that tar, and the diff_id it returns is the hash of
+    the bytes its frames hold, taken as they are compressed (:mod:`layouttool.lazy.frames`),
+    never the input's. For zstd:chunked the two must be equal (the tar is kept byte for byte).
+    """
+    from layouttool.lazy import LazyFormat, LazyOptions, estargz, zstd_chunked
+
+    opts = options or LazyOptions()
+    peek = PeekReader(src)
+    found = _sniff(peek, declared, what)
+    w = layout.writer()
+    try:
+        dec = open_decompress(_tee(peek, None, task), found, what=what)
+        plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
+        hashed = HashingReader(plain)
+        if lazy is LazyFormat.ZSTD_CHUNKED:
+            res = zstd_chunked.write(hashed, w, opts, what=what)
+        else:
+            res = estargz.write(hashed, w, opts, what=what, spool_dir=str(layout.tmp_dir()))
+        hashed.drain()
+        dec.close()
+        rest = _tee(peek, None, task)
+        while rest.read(CHUNK):
+            pass
+        source_diff_id = hashed.digest()
+        if expected_diff_id is not None and source_diff_id != expected_diff_id:
+            raise IntegrityError(
+                f"{what}: uncompressed content hashes to {source_diff_id}, but the config's "
+                f"diff_id is {expected_diff_id}"
+            )
+        if lazy is LazyFormat.ZSTD_CHUNKED and res.diff_id != source_diff_id:
+            raise InternalError(
+                f"{what}: the zstd:chunked blob decompresses to {res.diff_id}, not to the "
+                f"input tar {source_diff_id}"
+            )
+        w.seal()
+    except BaseException:
+        w.abort()
+        raise
+    return PendingLayer(
+        w, res.diff_id, lazy.compression, found, res.uncompressed_size, res, lazy
+    )
+
+
 def store_layer(
     layout: Layout,
     src: Reader,
@@ -214,12 +303,16 @@ def store_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    lazy: LazyFormat | None = None,
+    lazy_options: LazyOptions | None = None,
 ) -> LayerResult:
     """Store the layer read from ``src`` in ``layout``, in one pass.
 
     ``target`` None keeps the source's compression. ``declared`` is the compression the media
     type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
-    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
+    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size. ``lazy``
+    writes a lazy-pull layer (``target`` is then ignored): the result's ``annotations`` go on
+    its descriptor, and for eStargz its ``diff_id`` is new.
     """
     with spool_layer(
         layout,
@@ -232,6 +325,8 @@ def store_layer(
         max_size=max_size,
         what=what,
         task=task,
+        lazy=lazy,
+        lazy_options=lazy_options,
     ) as pending:
         return pending.commit()
 

@@ -5,6 +5,7 @@ No other module spells a media type: a test greps the package for stray literals
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Final
 
 if TYPE_CHECKING:
@@ -43,10 +44,36 @@ MT_DOCKER_PLUGIN_CONFIG: Final = "application/vnd.docker.plugin.v1+json"
 ANNOT_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOT_CONTAINERD_NAME: Final = "io.containerd.image.name"
 ANNOT_CREATED: Final = "org.opencontainers.image.created"
-#: annotations that describe one particular compressed blob and become false after recompression
+# lazy-pull layers (containers/storage pkg/chunked, containerd/stargz-snapshotter estargz)
+#: zstd:chunked: sha256 of the zstd-compressed TOC
+ANNOT_ZSTD_CHUNKED_TOC_DIGEST: Final = "io.github.containers.zstd-chunked.manifest-checksum"
+#: zstd:chunked: ``offset:length:uncompressed length:1`` of the TOC's skippable frame payload
+ANNOT_ZSTD_CHUNKED_TOC_POSITION: Final = "io.github.containers.zstd-chunked.manifest-position"
+#: zstd:chunked: ``offset:length:uncompressed length`` of the tar-split's frame payload
+ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION: Final = (
+    "io.github.containers.zstd-chunked.tarsplit-position"
+)
+#: the keys containers/storage before 1.44 (podman 4.x) wrote; read, never written
+ANNOT_ZSTD_CHUNKED_TOC_DIGEST_OLD: Final = "io.containers.zstd-chunked.manifest-checksum"
+ANNOT_ZSTD_CHUNKED_TOC_POSITION_OLD: Final = "io.containers.zstd-chunked.manifest-position"
+#: eStargz: sha256 of the uncompressed TOC JSON (stargz.index.json)
+ANNOT_ESTARGZ_TOC_DIGEST: Final = "containerd.io/snapshot/stargz/toc.digest"
+#: eStargz: the layer's uncompressed size, for containers/storage's stargz store
+ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: Final = "io.containers.estargz.uncompressed-size"
+
+#: annotations that describe one particular compressed blob and become false after recompression:
+#: the lazy-pull formats' offsets and TOC digests (a layer that leaves zstd:chunked or eStargz
+#: must not keep them), and containerd's record of the uncompressed digest. Keys as the writers
+#: spell them: containers/storage ``pkg/chunked`` (``io.github.containers.zstd-chunked.``
+#: manifest-checksum, manifest-position, tarsplit-position, and the retired tarsplit-checksum);
+#: stargz-snapshotter and podman 4 (``io.containers.zstd-chunked.`` manifest-checksum,
+#: manifest-position; ``io.containers.estargz.uncompressed-size``;
+#: ``containerd.io/snapshot/stargz/`` toc.digest, layer.digest)
 BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
     "containerd.io/snapshot/stargz/",
     "io.github.containers.zstd-chunked.",
+    "io.containers.zstd-chunked.",
+    "io.containers.estargz.",
     "containerd.io/uncompressed",
 )
 
@@ -162,6 +189,19 @@ def layer_media_type(
         Compression.GZIP: MT_OCI_LAYER_GZIP,
         Compression.ZSTD: MT_OCI_LAYER_ZSTD,
     }[compression]
+
+
+def lazy_format(annotations: Mapping[str, str]) -> str | None:
+    """``"zstd:chunked"`` or ``"estargz"`` when a layer descriptor's annotations announce that
+    lazy-pull format (a TOC digest), else None."""
+    if ANNOT_ESTARGZ_TOC_DIGEST in annotations:
+        return "estargz"
+    if (
+        ANNOT_ZSTD_CHUNKED_TOC_DIGEST in annotations
+        or ANNOT_ZSTD_CHUNKED_TOC_DIGEST_OLD in annotations
+    ):
+        return "zstd:chunked"
+    return None
 
 
 def manifest_type(*, docker: bool) -> str:

@@ -254,7 +254,8 @@ def test_json_outputs(tmp_path: Path) -> None:
     } <= set(ins)
     assert ins["digest"] == ins["manifestDigest"] == str(d.digest)
     assert ins["cmd"] == ["/bin/sh"] and ins["env"] == ["PATH=/bin"]
-    assert set(ins["layers"][0]) == {"digest", "size", "mediaType", "diffID"}
+    assert set(ins["layers"][0]) == {"digest", "size", "mediaType", "diffID", "lazy"}
+    assert ins["layers"][0]["lazy"] is None
 
     tag = json.loads(run_cli("tag", f"{root}:app:1.0", "latest", "--json").stdout)
     assert tag == {"layout": str(root), "ref": "latest", "digest": str(d.digest),

@@ -173,7 +173,9 @@ def test_flags_are_spelled_the_same_on_every_command(name: str) -> None:
         if "--compression" in names:
             assert isinstance(opt.type, click.Choice)
             assert {"gzip", "none"} <= set(opt.type.choices)
-            assert set(opt.type.choices) <= {"gzip", "zstd", "none", "auto", "keep"}
+            assert set(opt.type.choices) <= {
+                "gzip", "zstd", "none", "auto", "keep", "zstd:chunked", "estargz"
+            }
     assert "--json" in {o for opt in options(cmd) for o in opt.opts}, f"{name} has no --json"
 
 
@@ -198,7 +200,9 @@ def test_completion_of_commands_and_choices() -> None:
     assert proc.stdout.split() == ["plain,convert"]
     if "convert" in COMMANDS:
         proc = _complete("layouttool convert x --compression ", 4)
-        assert sorted(proc.stdout.split()) == ["plain,gzip", "plain,none", "plain,zstd"]
+        assert sorted(proc.stdout.split()) == [
+            "plain,estargz", "plain,gzip", "plain,none", "plain,zstd", "plain,zstd:chunked"
+        ]
 
 
 def test_completion_after_a_typo_is_silent() -> None:

@@ -7,8 +7,8 @@ import gzip
 import io
 import lzma
 import os
-import subprocess
 import random
+import subprocess
 import zlib
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any

@@ -22,13 +22,29 @@ from layouttool.ops.convert import Format, convert_image
 )
 @click.option(
     "--compression",
-    type=click.Choice(["gzip", "zstd", "none"]),
-    help="Recompress every layer that is not already in this compression.",
+    type=click.Choice(["gzip", "zstd", "none", "zstd:chunked", "estargz"]),
+    help="Recompress every layer that is not already in this compression. zstd:chunked "
+    "(podman, CRI-O) and estargz (containerd's stargz snapshotter) are lazy-pull layers that "
+    "every plain zstd / gzip reader also reads.",
 )
 @click.option(
     "--level",
     type=int,
-    help="Compression level (gzip 0-9, default 2; zstd 1-22, default 2, 16 MiB window).",
+    help="Compression level (gzip and estargz 0-9, default 2; zstd 1-22, default 2, 16 MiB "
+    "window; zstd:chunked 1-22, default 3).",
+)
+@click.option(
+    "--chunk-size",
+    type=click.IntRange(min=1),
+    help="estargz: largest piece of a file in one gzip member (default 4 MiB).",
+)
+@click.option(
+    "--estargz-prioritize",
+    "prioritize",
+    metavar="PATH",
+    multiple=True,
+    help="estargz: put this file first, before a .prefetch.landmark (repeatable; default: a "
+    ".no.prefetch.landmark leads, as nerdctl writes). Spools the layer to a temp file.",
 )
 @click.option(
     "--format",
@@ -58,6 +74,8 @@ def convert_cmd(
     fmt: Format | None,
     platform: Platform | None,
     jobs: int | None,
+    chunk_size: int | None,
+    prioritize: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Recompress layers and switch between OCI and Docker media types.
@@ -69,6 +87,7 @@ def convert_cmd(
     index.json get new digests; ref names and annotations are kept. Docker v2 schema 1
     manifests are upgraded (to OCI, or Docker with --format docker). Docker has no zstd
     layer type: converting a zstd image to Docker needs --compression gzip or none.
+    An estargz layer's tar gains its TOC and landmark: its diff_id and the config change.
 
     \b
     Examples:
@@ -76,6 +95,8 @@ def convert_cmd(
       layouttool convert ./oci --format docker --compression gzip -o ./docker-oci
       layouttool convert ./oci:multi --platform linux/arm64 --compression none
       layouttool convert ./oci --compression zstd --json | jq .bytesOut
+      layouttool convert ./oci:app --compression zstd:chunked -o ./lazy
+      layouttool convert ./oci:app --compression estargz --estargz-prioritize /bin/sh
     """
     with progress() as prog:
         res = convert_image(
@@ -87,6 +108,8 @@ def convert_cmd(
             platform=platform,
             jobs=jobs,
             progress=prog,
+            chunk_size=chunk_size,
+            prioritize=prioritize,
         )
 
     def text() -> str:

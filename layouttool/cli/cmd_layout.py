@@ -111,8 +111,9 @@ def inspect_cmd(image: str, raw: str | None, platform: Platform | None, as_json:
             lines.append(f"Command:    {(res.entrypoint or []) + (res.cmd or [])}")
         lines.append(f"Layers ({len(res.layers)}):")
         for layer in res.layers:
+            lazy = f"  (lazy-pull: {layer['lazy']})" if layer.get("lazy") else ""
             lines.append(
-                f"  {layer['digest']}  {human_size(layer['size']):>10}  {layer['mediaType']}"
+                f"  {layer['digest']}  {human_size(layer['size']):>10}  {layer['mediaType']}{lazy}"
             )
         return "\n".join(lines)
 

@@ -39,6 +39,7 @@ from layouttool.errors import (
 )
 from layouttool.graph import walk
 from layouttool.layers import LayerResult, store_layer
+from layouttool.lazy import LazyFormat, LazyOptions, parse_target
 from layouttool.model import (
     Descriptor,
     ImageConfig,
@@ -211,6 +212,7 @@ class _Job:
     declared: Compression | None
     target: Compression | None  # None: keep the blob's own compression (schema 1 only)
     expected: list[Digest] = field(default_factory=list)
+    lazy: LazyFormat | None = None
     what: str = "layer"
     result: LayerResult | None = None
 
@@ -271,8 +273,15 @@ def _with_media_type(doc: dict[str, Any], media_type: str) -> dict[str, Any]:
     return out
 
 
-def _patch(obj: Any, new: Descriptor, *, drop_blob_annotations: bool = False) -> dict[str, Any]:
-    """The descriptor JSON ``obj`` pointing at ``new``; every other field kept as it was."""
+def _patch(
+    obj: Any,
+    new: Descriptor,
+    *,
+    drop_blob_annotations: bool = False,
+    add: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """The descriptor JSON ``obj`` pointing at ``new``; every other field kept as it was
+    (``add``: annotations of the new blob, set after the old blob's are dropped)."""
     out = dict(obj)
     out["mediaType"] = new.media_type
     out["digest"] = str(new.digest)
@@ -287,6 +296,8 @@ def _patch(obj: Any, new: Descriptor, *, drop_blob_annotations: bool = False) ->
             out["annotations"] = kept
         else:
             del out["annotations"]
+    if add:
+        out["annotations"] = {**dict(out.get("annotations") or {}), **add}
     return out
 
 
@@ -302,7 +313,11 @@ class _Converter:
         platform: Platform | None,
         jobs: int,
         progress: Progress,
+        lazy: LazyFormat | None = None,
+        lazy_options: LazyOptions | None = None,
     ) -> None:
+        self.lazy = lazy
+        self.lazy_options = lazy_options
         self.src = src
         self.dst = dst
         self.in_place = src is dst
@@ -313,7 +328,7 @@ class _Converter:
         self.jobs = jobs
         self.progress = progress
         self._plans: dict[Digest, _Plan] = {}
-        self._jobs: dict[tuple[Digest, Compression | None], _Job] = {}
+        self._jobs: dict[tuple[Digest, Compression | None, LazyFormat | None], _Job] = {}
         self._built: dict[Digest, Descriptor] = {}
         self._copied: set[Digest] = set()
         self.images: list[ImageChange] = []
@@ -398,10 +413,10 @@ class _Converter:
         expected: Digest | None,
         what: str,
     ) -> _Job:
-        key = (digest, target)
+        key = (digest, target, self.lazy)
         job = self._jobs.get(key)
         if job is None:
-            job = self._jobs[key] = _Job(digest, size, declared, target, what=what)
+            job = self._jobs[key] = _Job(digest, size, declared, target, what=what, lazy=self.lazy)
         if expected is not None and expected not in job.expected:
             job.expected.append(expected)
         return job
@@ -442,7 +457,8 @@ class _Converter:
                     "type; add --compression gzip (or none) to convert it to Docker"
                 )
             new_mt = mt.layer_media_type(target, docker=docker)
-            if target is declared:
+            lazy_now = mt.lazy_format(layer.annotations)
+            if target is declared and (self.lazy is None or lazy_now == self.lazy.value):
                 action = "keep" if new_mt == layer.media_type else "retype"
                 layers.append(_LayerPlan(layer, action, new_mt, diff_id))
                 continue
@@ -489,7 +505,7 @@ class _Converter:
             if res is None:  # pragma: no cover - a failure was raised above
                 raise LayoutToolError(f"layer {job.digest} was not converted")
             for other in job.expected[1:]:
-                if other != res.diff_id:
+                if other != job.expected[0]:
                     raise InvalidInputError(
                         f"layer {job.digest}: configs disagree about its diff_id "
                         f"({job.expected[0]} vs {other})"
@@ -512,6 +528,8 @@ class _Converter:
                     declared=job.declared,
                     what=job.what,
                     task=task,
+                    lazy=job.lazy,
+                    lazy_options=self.lazy_options,
                 )
                 if job.size is None:
                     job.size = reader.size
@@ -576,12 +594,18 @@ class _Converter:
         changed = False
         layers_json = list(doc.get("layers") or [])
         changes: list[LayerChange] = []
+        new_diff_ids = list(plan.config.diff_ids)
         for i, lp in enumerate(plan.layers):
             if lp.action == "recompress":
                 assert lp.job is not None and lp.job.result is not None
                 res = lp.job.result
                 new = res.blob.descriptor(lp.media_type)
-                layers_json[i] = _patch(layers_json[i], new, drop_blob_annotations=True)
+                layers_json[i] = _patch(
+                    layers_json[i], new, drop_blob_annotations=True, add=res.annotations
+                )
+                if lp.diff_id is not None and res.diff_id != lp.diff_id:
+                    # eStargz adds its landmark and TOC to the tar: a new diff_id
+                    new_diff_ids[i] = res.diff_id
                 changed = True
             else:
                 new = lp.desc.with_(media_type=lp.media_type)
@@ -593,15 +617,23 @@ class _Converter:
                 LayerChange(
                     BlobRef.of(lp.desc),
                     BlobRef.of(new),
-                    str(lp.diff_id) if lp.diff_id else None,
+                    str(new_diff_ids[i]) if lp.diff_id else None,
                     lp.action == "recompress",
                 )
             )
-        self._copy(m.config)
         new_config = m.config.with_(media_type=plan.config_media_type)
-        if plan.config_media_type != m.config.media_type:
+        if tuple(new_diff_ids) != plan.config.diff_ids:
+            cfg = dict(plan.config.doc)
+            ids = [str(d) for d in new_diff_ids]
+            cfg["rootfs"] = {**dict(cfg.get("rootfs") or {}), "diff_ids": ids}
+            new_config = self._put(cfg, plan.config_media_type, f"config for {m.config.digest}")
             doc["config"] = _patch(doc["config"], new_config)
             changed = True
+        else:
+            self._copy(m.config)
+            if plan.config_media_type != m.config.media_type:
+                doc["config"] = _patch(doc["config"], new_config)
+                changed = True
         if m.subject is not None:
             self._copy_subject(m.subject)
         if changed:
@@ -641,12 +673,17 @@ class _Converter:
             assert res is not None
             new_mt = mt.layer_media_type(res.compression, docker=plan.docker)
             new = res.blob.descriptor(new_mt)
+            if res.annotations:
+                new = new.with_(annotations=dict(res.annotations))
             layers.append(new)
             diff_ids.append(res.diff_id)
             old = BlobRef(str(job.digest), job.size or 0, mt.MT_DOCKER_LAYER_GZIP)
             changes.append(LayerChange(old, BlobRef.of(new), str(res.diff_id), res.recompressed))
-        cfg = synthesize_config(plan.s1, diff_ids)
-        config = self._put(cfg, mt.config_type(docker=plan.docker), "upgraded config")
+        # raw bytes, not a dict: they are Docker's, so the digest is the image ID it gave
+        info = self.dst.put_bytes(synthesize_config(plan.s1, diff_ids))
+        self.blobs_written += 1
+        self.bytes_out += info.size
+        config = info.descriptor(mt.config_type(docker=plan.docker))
         doc = make_manifest_doc(
             media_type=mt.manifest_type(docker=plan.docker), config=config, layers=layers
         )
@@ -686,7 +723,17 @@ class _Converter:
 
 
 # ---------------------------------------------------------------------------------- API
-def _check_options(compression: Compression | None, level: int | None, fmt: str | None) -> None:
+def _check_options(
+    compression: Compression | None,
+    level: int | None,
+    fmt: str | None,
+    lazy: LazyFormat | None = None,
+) -> None:
+    if fmt == "docker" and lazy is LazyFormat.ZSTD_CHUNKED:
+        raise UnsupportedError(
+            "--format docker cannot be combined with --compression zstd:chunked: Docker media "
+            "types have no zstd layer type; use --format oci, or --compression estargz"
+        )
     if fmt is not None and fmt not in ("oci", "docker"):
         raise InvalidInputError(f"unknown format {fmt!r}: use 'oci' or 'docker'")
     if compression is not None and compression not in (
@@ -728,10 +775,15 @@ def convert_image(
     platform: Platform | None = None,
     jobs: int | None = None,
     progress: Progress | None = None,
+    chunk_size: int | None = None,
+    prioritize: tuple[str, ...] | list[str] = (),
 ) -> ConvertResult:
     """Convert IMAGE (``LAYOUT[:REF]`` or ``LAYOUT@digest``; no REF: every image).
 
     ``compression`` recompresses every layer that is not already in that compression;
+    ``"zstd:chunked"`` and ``"estargz"`` write lazy-pull layers (``chunk_size`` and
+    ``prioritize`` are eStargz's options; an eStargz layer has a new diff_id, so the config is
+    rewritten too);
     ``format`` switches manifests, indexes, configs and layers to OCI or Docker media types
     (None keeps each document's family); schema 1 manifests are always upgraded. ``dest`` writes
     the result into another layout (created when absent) and leaves the source untouched;
@@ -744,8 +796,25 @@ def convert_image(
     in each case ``index.json`` is left as it was.
     """
     started = time.monotonic()
-    comp = Compression.parse(compression) if isinstance(compression, str) else compression
-    _check_options(comp, level, format)
+    lazy: LazyFormat | None = None
+    comp: Compression | None
+    if isinstance(compression, str):
+        comp, lazy = parse_target(compression)
+    else:
+        comp = compression
+    _check_options(comp, level, format, lazy)
+    if lazy is None and (chunk_size is not None or prioritize):
+        raise InvalidInputError("--chunk-size and --estargz-prioritize need --compression estargz")
+    if lazy is LazyFormat.ZSTD_CHUNKED and (chunk_size is not None or prioritize):
+        raise InvalidInputError(
+            "--chunk-size and --estargz-prioritize are eStargz options; zstd:chunked cuts "
+            "files where their content says, as containers/storage does"
+        )
+    lazy_options = LazyOptions(
+        level=level,
+        chunk_size=chunk_size if chunk_size is not None else LazyOptions().chunk_size,
+        prioritize=tuple(prioritize),
+    )
     prog = progress or NULL_PROGRESS
     ref = parse_image(image)
     src = Layout.open(ref.layout)
@@ -770,6 +839,8 @@ def convert_image(
             platform=platform,
             jobs=jobs if jobs and jobs > 0 else default_layer_jobs(comp),
             progress=prog,
+            lazy=lazy,
+            lazy_options=lazy_options,
         )
         plans = [conv.plan(e, top=True) for e in entries]
         if platform is not None and conv.matched == 0:
@@ -798,7 +869,7 @@ def convert_image(
         source=str(ref),
         destination=str(dst.root),
         in_place=in_place,
-        compression=comp.value if comp else None,
+        compression=lazy.value if lazy else comp.value if comp else None,
         format=format,
         entries=tuple(changes),
         images=tuple(conv.images),

@@ -192,6 +192,8 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
                 "size": layer.size,
                 "mediaType": layer.media_type,
                 "diffID": str(diff) if diff else None,
+                # a lazy-pull layer (its descriptor names a TOC): "zstd:chunked" or "estargz"
+                "lazy": mt.lazy_format(layer.annotations),
             }
         )
     plats: tuple[str, ...] = ()

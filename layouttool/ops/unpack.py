@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from layouttool.errors import (
     UnsupportedError,
     from_oserror,
 )
+from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Platform, dump_json
 from layouttool.ops.common import open_image
 from layouttool.progress import NULL_PROGRESS, Progress
@@ -133,6 +134,8 @@ def unpack_image(
             raise from_oserror(exc, "create", root) from exc
     rootless = rootless or os.geteuid() != 0
     opts = ApplyOptions(rootless=rootless)
+    # an eStargz layer's own entries (TOC, landmark) are not part of the image's files
+    estargz_opts = replace(opts, skip_names=ESTARGZ_OWN_ENTRIES)
     entries = 0
     written = 0
     warnings: list[str] = []
@@ -159,7 +162,9 @@ def unpack_image(
                 hashed = HashingReader(plain)
                 try:
                     with PrefetchReader(hashed) as ahead:
-                        stats = apply_layer(ahead, root, opts)  # type: ignore[arg-type]
+                        lazy = mt.lazy_format(layer.annotations)
+                        layer_opts = estargz_opts if lazy == "estargz" else opts
+                        stats = apply_layer(ahead, root, layer_opts)  # type: ignore[arg-type]
                         while ahead.read(CHUNK):
                             pass
                 finally:

@@ -75,6 +75,43 @@ def _schema_problems(doc: Any, media_type: str) -> list[str]:
     return schema.validate(doc, kind)
 
 
+def _lazy_findings(
+    layout: Layout,
+    node: Node,
+    m: Manifest | None,
+    size: int | None,
+    progress: Callable[[int], None] | None,
+) -> list[Any]:
+    """A lazy-pull layer: its TOC checked against its annotations and its tar (one more read
+    of the footer and TOC by range, then the usual single pass, decompressing)."""
+    import os
+
+    from layouttool.codec import TeeReader
+    from layouttool.lazy.check import check_layer
+
+    desc = node.desc
+    diff_id = None
+    if m is not None:
+        try:
+            cfg = parse_config(layout.read_blob(m.config), f"config {m.config.digest}")
+            i = next(i for i, d in enumerate(m.layers) if d.digest == desc.digest)
+            diff_id = cfg.diff_ids[i] if i < len(cfg.diff_ids) else None
+        except (LayoutToolError, StopIteration):
+            diff_id = None  # the config's own problems are reported where it is visited
+    with layout.open_blob(desc.digest, size) as r:
+        fd = r.fileno()
+        findings = check_layer(
+            desc.annotations,
+            r.size,
+            lambda off, n: os.pread(fd, n, off),
+            lambda: TeeReader(r, advance=progress),
+            diff_id,
+            what=f"lazy layer {desc.digest}",
+        )
+        r.finish()  # the digest is checked even if a finding stopped the pass early
+    return findings
+
+
 def verify_layout(
     path: str | Path, *, progress: Callable[[int], None] | None = None
 ) -> VerifyResult:
@@ -104,6 +141,7 @@ def verify_layout(
     checked = 0
     nbytes = 0
     layer_counts: dict[str, int] = {}
+    manifests: dict[str, Manifest] = {}
     for node in walk(layout, on_error=on_error):
         desc = node.desc
         if node.doc is not None or node.role in ("root", "manifest", "index", "subject"):
@@ -111,6 +149,8 @@ def verify_layout(
             if isinstance(node.doc, Manifest | Index):
                 for msg in _schema_problems(node.doc.doc, node.doc.media_type):
                     problems.append(Problem("schema", node.where(), msg, 4))
+                if isinstance(node.doc, Manifest):
+                    manifests[str(desc.digest)] = node.doc
                 if isinstance(node.doc, Manifest) and mt.is_image_config(
                     node.doc.config.media_type
                 ):
@@ -132,6 +172,12 @@ def verify_layout(
                         f"config {desc.digest} lists {len(cfg.diff_ids)} diff_ids but the "
                         f"manifest has {want} layers"
                     )
+            elif node.role == "layer" and mt.lazy_format(desc.annotations) is not None:
+                parent = node.parent
+                m = manifests.get(str(parent.desc.digest)) if parent is not None else None
+                for f in _lazy_findings(layout, node, m, size, progress):
+                    code = 4 if f.code == "lazy-toc" else 5
+                    problems.append(Problem(f.code, node.where(), f.message, code))
             else:
                 with layout.open_blob(desc.digest, size) as r:
                     while chunk := r.read(1 << 20):

@@ -117,11 +117,14 @@ class ApplyOptions:
     ``xattrs``: restore the permitted ``SCHILY.xattr.*`` records (``user.*``,
     ``security.capability``); with ``False`` every xattr is ignored silently.
     ``max_symlink_hops``: symlinks followed while resolving one path before giving up.
+    ``skip_names``: entries at the root with these names are left out (an eStargz layer's TOC
+    and landmark files, as containers/storage leaves them out).
     """
 
     rootless: bool = False
     xattrs: bool = True
     max_symlink_hops: int = 255
+    skip_names: frozenset[str] = frozenset()
 
 
 @dataclass(slots=True)
@@ -470,6 +473,9 @@ class _Applier:
                 raise errors.InvalidInputError(
                     f"layer tar: {m.name!r}: whiteout name {comp!r} used as a directory"
                 )
+        if len(parts) == 1 and parts[0] in self.options.skip_names:
+            self.stats.skipped += 1
+            return
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             # whatever its tar type, a whiteout is only a path (smolvm #401)
             self._whiteout(parts)

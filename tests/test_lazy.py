@@ -1,0 +1,635 @@
+"""Lazy-pull layers: zstd:chunked and eStargz writers, convert, round trips.
+
+The oracles are independent of the writers: plain ``zstandard`` / ``gzip`` decoders, Python's
+``tarfile``, hashlib over byte ranges the TOC names, and a literal port of containers/storage's
+chunking state machines (holesFinder + rollingChecksumReader) written here byte by byte.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import hashlib
+import io
+import json
+import os
+import random
+import struct
+import tarfile
+from pathlib import Path
+from typing import Any
+
+import pytest
+import zstandard
+from conftest import run_cli
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from layerbuild import build_layer
+from test_convert import add_image, named, read_json, set_index, sha
+
+from layouttool import mediatypes as mt
+from layouttool.codec import Compression
+from layouttool.lazy import LazyOptions, estargz, zstd_chunked
+from layouttool.lazy.chunker import Chunker
+from layouttool.lazy.tarsplit import iter_items
+from layouttool.ops.convert import convert_image
+from layouttool.ops.verify import verify_layout
+from layouttool.store import Layout
+
+
+# ---------------------------------------------------------------------------------- layers
+def kinds_layer(fmt: int = tarfile.PAX_FORMAT) -> bytes:
+    """Every kind of entry our tables use, in one layer."""
+    r = random.Random(19)
+    rnd = bytes(range(256)) * 1200 + r.randbytes(200_000)
+    # a hole, a short zero run (ordinary bytes), a hole at the end; non-zero edges
+    holes = b"\x01" + r.randbytes(3000) + b"\x01" + bytes(5000) + b"\x02" * 100
+    holes += bytes(1023) + b"x" + bytes(2048)
+    entries: list[dict[str, Any]] = [
+        {"type": "dir", "name": "etc/", "mode": 0o755, "uid": 0, "gname": "root", "uname": "root"},
+        {"name": "etc/passwd", "data": "root:x:0:0::/root:/bin/sh\n", "uname": "root"},
+        {"name": "etc/empty", "data": b""},
+        {"type": "symlink", "name": "etc/link", "target": "passwd"},
+        {"type": "symlink", "name": "abs", "target": "/etc/passwd"},
+        {"type": "hardlink", "name": "etc/hard", "target": "etc/passwd"},
+        {"type": "dir", "name": "opaque/"},
+        {"name": "opaque/.wh..wh..opq"},
+        {"name": ".wh.gone"},
+        {"type": "fifo", "name": "fifo"},
+        {"name": "big.bin", "data": rnd, "uid": 1000, "gid": 1000, "uname": "u", "gname": "g"},
+        {"name": "holes.bin", "data": holes},
+        {"name": "zeros.bin", "data": bytes(70_000)},
+        {"name": "d/" + "long" * 40 + ".txt", "data": "long name"},
+        {"type": "symlink", "name": "d/longlink", "target": "x/" * 70 + "t"},
+    ]
+    if fmt == tarfile.PAX_FORMAT:
+        entries += [
+            {
+                "name": "xattr",
+                "data": "x",
+                "xattrs": {"user.k": b"v\x00\xff", "security.capability": b"\x01"},
+            },
+            {"name": "frac", "data": "t", "mtime": 1_600_000_000.25},
+            {"type": "char", "name": "dev/null", "devmajor": 1, "devminor": 3, "mode": 0o666},
+            {"type": "block", "name": "dev/loop0", "devmajor": 7, "devminor": 0},
+        ]
+    return build_layer(entries, fmt=fmt)
+
+
+LAYERS = {
+    "pax": lambda: kinds_layer(tarfile.PAX_FORMAT),
+    "gnu": lambda: kinds_layer(tarfile.GNU_FORMAT),
+    "empty": lambda: build_layer([]),
+    "one-empty-file": lambda: build_layer([{"name": "e"}]),
+}
+
+
+# ---------------------------------------------------------------------------------- oracles
+def tar_members(data: bytes) -> list[tarfile.TarInfo]:
+    with tarfile.open(fileobj=io.BytesIO(data)) as tf:
+        return tf.getmembers()
+
+
+def _content(plain: bytes, name: str) -> bytes:
+    with tarfile.open(fileobj=io.BytesIO(plain)) as tf:
+        f = tf.extractfile(name)
+        assert f is not None
+        return f.read()
+
+
+def literal_chunks(data: bytes) -> list[tuple[int, int, str]]:
+    """containers/storage's holesFinder + rollingChecksumReader, one byte at a time."""
+    s1, s2, win, w = 64 * 31, 64 * 63 * 31, [0] * 64, 0
+    chunks: list[tuple[int, int, str]] = []
+    start, i, n = 0, 0, len(data)
+
+    def roll(ch: int) -> bool:
+        nonlocal s1, s2, w
+        drop = win[w]
+        s1 = (s1 + ch - drop) & 0xFFFFFFFF
+        s2 = (s2 + s1 - 64 * (drop + 31)) & 0xFFFFFFFF
+        win[w] = ch
+        w = (w + 1) & 63
+        return s2 & 0xFFFF == 0xFFFF
+
+    while i < n:
+        if data[i] == 0:
+            j = i
+            while j < n and data[j] == 0:
+                j += 1
+            if j - i >= 1024:  # a hole: the data before it ends a chunk
+                if i > start:
+                    chunks.append((start, i - start, ""))
+                for _ in range(j - i):
+                    roll(0)
+                chunks.append((i, j - i, "zeros"))
+                start = i = j
+                continue
+        if roll(data[i]):
+            chunks.append((start, i + 1 - start, ""))
+            start = i + 1
+        i += 1
+    if n > start:
+        chunks.append((start, n - start, ""))
+    return chunks
+
+
+def our_chunks(data: bytes, piece: int) -> list[tuple[int, int, str]]:
+    c = Chunker()
+    out: list[tuple[int, int, str]] = []
+    start = cur = 0
+    evs = [ev for i in range(0, len(data), piece) for ev in c.feed(data[i : i + piece])]
+    for ev in [*evs, *c.close()]:
+        if ev[0] == "data":
+            cur += len(ev[1])
+        else:
+            out.append((start, cur - start, "zeros" if ev[1] == "zeros" else ""))
+            start = cur
+    assert cur == len(data)
+    return out
+
+
+_part = st.one_of(
+    st.binary(min_size=0, max_size=3000),
+    st.integers(0, 3000).map(bytes),
+    st.tuples(st.integers(1, 255), st.integers(0, 2000)).map(lambda t: bytes([t[0]]) * t[1]),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(parts=st.lists(_part, max_size=8), piece=st.sampled_from([1, 7, 1000, 1 << 20]))
+def test_chunker_equals_containers_storage_state_machine(parts: list[bytes], piece: int) -> None:
+    data = b"".join(parts)
+    assert our_chunks(data, piece) == literal_chunks(data)
+
+
+def test_chunker_on_random_data_cuts_about_every_64k() -> None:
+    data = os.urandom(1 << 20)
+    chunks = literal_chunks(data)
+    assert our_chunks(data, 100_000) == chunks
+    assert 4 <= len(chunks) <= 64
+
+
+def zstd_frames_of(blob: bytes) -> dict[int, int]:
+    """Compressed offset of each frame start -> uncompressed offset (a frame walker)."""
+    out: dict[int, int] = {}
+    pos = upos = 0
+    d = zstandard.ZstdDecompressor()
+    while pos < len(blob):
+        magic = blob[pos : pos + 4]
+        if magic[:1] == b"\x50" and magic[1:] == b"\x2a\x4d\x18":
+            (size,) = struct.unpack("<I", blob[pos + 4 : pos + 8])
+            pos += 8 + size
+            continue
+        out[pos] = upos
+        obj = d.decompressobj()
+        data = obj.decompress(blob[pos:])
+        used = len(blob) - pos - len(obj.unused_data)
+        pos += used
+        upos += len(data)
+    out[pos] = upos
+    return out
+
+
+def check_zstd_chunked(
+    blob: bytes, annotations: dict[str, str], plain: bytes
+) -> list[dict[str, Any]]:
+    """Check a zstd:chunked blob against its tar by independent means; return the TOC."""
+    dec = (
+        zstandard.ZstdDecompressor()
+        .stream_reader(io.BytesIO(blob), read_across_frames=True, closefd=False)
+        .read()
+    )
+    assert dec == plain
+    o, ln, u, t = map(int, annotations[mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION].split(":"))
+    assert t == 1
+    ctoc = blob[o : o + ln]
+    assert annotations[mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST] == sha(ctoc)
+    toc_json = zstandard.ZstdDecompressor().decompressobj().decompress(ctoc)
+    assert len(toc_json) == u
+    toc = json.loads(toc_json)
+    # footer
+    footer = blob[-64:]
+    assert footer[-8:] == b"GNUlInUx" and blob[-72:-64] == b"\x50\x2a\x4d\x18\x40\x00\x00\x00"
+    fo, fl, fu, ft, tso, tsl, tsu = struct.unpack("<7Q", footer[:56])
+    assert (fo, fl, fu, ft) == (o, ln, u, 1)
+    assert annotations[mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION] == f"{tso}:{tsl}:{tsu}"
+    cts = blob[tso : tso + tsl]
+    assert toc["tarSplitDigest"] == sha(cts)
+    ts = zstandard.ZstdDecompressor().decompressobj().decompress(cts)
+    assert len(ts) == tsu
+    # the tar-split rebuilds the tar, given each file's content from the tar itself
+    members = {m.name: m for m in tar_members(plain)}
+    rebuilt = []
+    for item in iter_items(iter(ts.splitlines(keepends=True)), "tar-split"):
+        if item.type == 2:
+            rebuilt.append(item.payload)
+        elif item.size:
+            m = members[item.name.decode().rstrip("/")]
+            rebuilt.append(plain[m.offset_data : m.offset_data + m.size])
+    assert b"".join(rebuilt) == plain
+    # every payload range: starts and ends on frame boundaries, digests hold
+    frames = zstd_frames_of(blob)
+    ents = toc["entries"]
+    for i, e in enumerate(ents):
+        if e["type"] != "reg" or not e.get("size"):
+            continue
+        m = members[e["name"].rstrip("/")]
+        assert frames[e["offset"]] == m.offset_data
+        assert frames[e["endOffset"]] == m.offset_data + m.size
+        assert e["digest"] == sha(plain[m.offset_data : m.offset_data + m.size])
+        chunks = [e]
+        for c in ents[i + 1 :]:
+            if c["type"] != "chunk":
+                break
+            chunks.append(c)
+        if len(chunks) > 1:
+            for c in chunks:
+                start = m.offset_data + c.get("chunkOffset", 0)
+                assert frames[c["offset"]] == start
+                assert c["chunkDigest"] == sha(plain[start : start + c["chunkSize"]])
+    return ents
+
+
+def check_estargz(blob: bytes, annotations: dict[str, str]) -> tuple[bytes, list[dict[str, Any]]]:
+    """Check an eStargz blob by independent means; return its tar and TOC entries."""
+    plain = gzip.decompress(blob)
+    assert hashlib.sha256(plain).hexdigest()  # decodes as one gzip stream (of members)
+    assert annotations[mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE] == str(len(plain))
+    footer = blob[-51:]
+    assert footer[:4] == b"\x1f\x8b\x08\x04" and footer[16 + 16 : 16 + 22] == b"STARGZ"
+    off = int(footer[16:32], 16)
+    toc_json = _content(gzip.decompress(blob[off:-51]), "stargz.index.json")
+    assert annotations[mt.ANNOT_ESTARGZ_TOC_DIGEST] == sha(toc_json)
+    toc = json.loads(toc_json)["entries"]
+    names = [m.name for m in tar_members(plain)]
+    assert names[-1] == "stargz.index.json"
+    offsets = set()
+    for e in toc:
+        if e.get("offset"):
+            assert e["offset"] not in offsets  # estargz: an offset is unique
+            offsets.add(e["offset"])
+            size = e.get("chunkSize") or None
+            g = gzip.GzipFile(fileobj=io.BytesIO(blob[e["offset"] :]))
+            data = g.read(size) if size else None
+            if data is not None:
+                assert e["chunkDigest"] == sha(data)
+    return plain, toc
+
+
+# ---------------------------------------------------------------------------------- writers
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+def test_zstd_chunked_round_trip(kind: str) -> None:
+    plain = LAYERS[kind]()
+    out = io.BytesIO()
+    res = zstd_chunked.write(io.BytesIO(plain), out, LazyOptions())
+    blob = out.getvalue()
+    assert str(res.diff_id) == sha(plain)
+    ents = check_zstd_chunked(blob, res.annotations, plain)
+    names = [e["name"] for e in ents if e["type"] != "chunk"]
+    assert names == [m.name + ("/" if m.isdir() else "") for m in tar_members(plain)]
+    # deterministic
+    again = io.BytesIO()
+    zstd_chunked.write(io.BytesIO(plain), again, LazyOptions())
+    assert again.getvalue() == blob
+
+
+def test_zstd_chunked_toc_fields_as_containers_storage() -> None:
+    plain = kinds_layer()
+    out = io.BytesIO()
+    res = zstd_chunked.write(io.BytesIO(plain), out, LazyOptions())
+    ents = check_zstd_chunked(out.getvalue(), res.annotations, plain)
+    by = {e["name"]: e for e in ents if e["type"] != "chunk"}
+    assert by["etc/"]["type"] == "dir" and by["etc/"]["mode"] == 0o755
+    assert by["etc/hard"] == {**by["etc/hard"], "type": "hardlink", "linkName": "etc/passwd"}
+    assert "digest" not in by["etc/empty"] and "offset" not in by["etc/empty"]
+    assert by["dev/null"]["devMajor"] == 1 and by["dev/null"]["devMinor"] == 3
+    assert by["xattr"]["xattrs"] == {
+        "user.k": base64.b64encode(b"v\x00\xff").decode(),
+        "security.capability": base64.b64encode(b"\x01").decode(),
+    }
+    assert by["frac"]["modtime"] == "2020-09-13T12:26:40.25Z"
+    assert by["big.bin"]["uid"] == 1000 and "chunkSize" in by["big.bin"]
+    holes = [e for e in ents if e["name"] == "holes.bin"]
+    assert [e.get("chunkType", "") for e in holes].count("zeros") == 2
+    assert [(c.get("chunkOffset", 0), c["chunkSize"]) for c in holes] == [
+        (a, n) for a, n, _ in literal_chunks(_content(plain, "holes.bin"))
+    ]
+
+
+@pytest.mark.parametrize("kind", sorted(LAYERS))
+@pytest.mark.parametrize("chunk", [64 << 10, 4 << 20])
+def test_estargz_round_trip(kind: str, chunk: int) -> None:
+    plain = LAYERS[kind]()
+    out = io.BytesIO()
+    res = estargz.write(io.BytesIO(plain), out, LazyOptions(chunk_size=chunk))
+    blob = out.getvalue()
+    tar, toc = check_estargz(blob, res.annotations)
+    assert str(res.diff_id) == sha(tar)
+    orig = [(m.name, m.type, m.size, m.linkname) for m in tar_members(plain)]
+    got = [(m.name, m.type, m.size, m.linkname) for m in tar_members(tar)]
+    assert got[0] == (".no.prefetch.landmark", tarfile.REGTYPE, 1, "")
+    assert got[1:-1] == orig
+    for name, *_ in orig:
+        if name in ("big.bin", "holes.bin"):
+            assert _content(tar, name) == _content(plain, name)
+    regs = [e for e in toc if e["type"] == "reg"]
+    assert all(e["digest"].startswith("sha256:") for e in regs)
+    big = [e for e in toc if e["name"] == "big.bin"]
+    if kind in ("pax", "gnu"):
+        assert len(big) == -(-len(_content(plain, "big.bin")) // chunk)
+    # a second conversion of the result drops the first TOC and landmark: same bytes
+    again = io.BytesIO()
+    res2 = estargz.write(io.BytesIO(tar), again, LazyOptions(chunk_size=chunk))
+    assert again.getvalue() == blob and res2 == res
+
+
+def test_estargz_prioritized_files_come_first() -> None:
+    plain = kinds_layer()
+    out = io.BytesIO()
+    res = estargz.write(io.BytesIO(plain), out, LazyOptions(prioritize=("/etc/hard", "big.bin")))
+    tar, _ = check_estargz(out.getvalue(), res.annotations)
+    names = [m.name for m in tar_members(tar)]
+    # the hardlink pulls its parent and its target first, as estargz's moveRec does
+    assert names[:5] == ["etc", "etc/passwd", "etc/hard", "big.bin", ".prefetch.landmark"]
+    assert sorted(names[5:-1]) == sorted(
+        n
+        for n in (m.name for m in tar_members(plain))
+        if n not in ("etc", "etc/passwd", "etc/hard", "big.bin")
+    )
+
+
+def test_unsupported_entries_refused_cleanly(cli: Any, tmp_path: Path) -> None:
+    plain = build_layer([{"name": "a", "data": "1"}, {"name": "a", "data": "2"}])
+    with pytest.raises(Exception, match="twice"):
+        zstd_chunked.write(io.BytesIO(plain), io.BytesIO(), LazyOptions())
+    bad = build_layer([{"name": "x", "type": b"S", "data": "z"}])
+    for w in (zstd_chunked.write, estargz.write):
+        with pytest.raises(Exception, match="cannot describe"):
+            w(io.BytesIO(bad), io.BytesIO(), LazyOptions())
+
+
+# ---------------------------------------------------------------------------------- convert
+def lazy_image(tmp_path: Path, tars: list[bytes] | None = None) -> Path:
+    layout = Layout.init(tmp_path / "oci")
+    tars = (
+        tars if tars is not None else [kinds_layer(), build_layer([{"name": "two", "data": "2"}])]
+    )
+    set_index(layout, [named(add_image(layout, tars), "app")])
+    return layout.root
+
+
+def layers_of(root: Path) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    idx = json.loads((root / "index.json").read_bytes())
+    man = read_json(root, idx["manifests"][0]["digest"])
+    return man, man["layers"], read_json(root, man["config"]["digest"])
+
+
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_convert_cli_writes_lazy_layers_verified_and_deterministic(
+    tmp_path: Path, fmt: str
+) -> None:
+    src = lazy_image(tmp_path)
+    _, old_layers, old_cfg = layers_of(src)
+    out = [tmp_path / "a", tmp_path / "b"]
+    for o in out:
+        r = run_cli("convert", f"{src}:app", "--compression", fmt, "-o", o, "--json")
+        assert r.code == 0, r.stderr
+        assert json.loads(r.stdout)["compression"] == fmt
+        assert verify_layout(o).ok
+    _, layers, cfg = layers_of(out[0])
+    assert (out[0] / "index.json").read_bytes() == (out[1] / "index.json").read_bytes()
+    for old, new, diff_id in zip(old_layers, layers, cfg["rootfs"]["diff_ids"], strict=True):
+        blob = (out[0] / "blobs" / "sha256" / new["digest"][7:]).read_bytes()
+        if fmt == "zstd:chunked":
+            assert new["mediaType"] == mt.MT_OCI_LAYER_ZSTD
+            plain = gzip.decompress((src / "blobs" / "sha256" / old["digest"][7:]).read_bytes())
+            check_zstd_chunked(blob, new["annotations"], plain)
+            assert diff_id == sha(plain)
+        else:
+            assert new["mediaType"] == mt.MT_OCI_LAYER_GZIP
+            tar, _ = check_estargz(blob, new["annotations"])
+            assert (
+                diff_id
+                == sha(tar)
+                != sha(gzip.decompress((src / "blobs/sha256" / old["digest"][7:]).read_bytes()))
+            )
+    assert (cfg == old_cfg) is (fmt == "zstd:chunked")
+    # a second conversion to the same format keeps every layer
+    r = run_cli("convert", f"{out[0]}:app", "--compression", fmt, "--json")
+    assert r.code == 0 and json.loads(r.stdout)["layersRecompressed"] == 0
+    # recompressing away drops the lazy annotations (an eStargz layer *is* gzip: to gzip it
+    # stays as it is, a valid gzip layer whose annotations still hold)
+    away = "gzip" if fmt == "zstd:chunked" else "zstd"
+    r = run_cli("convert", f"{out[0]}:app", "--compression", away, "-o", tmp_path / "g")
+    assert r.code == 0, r.stderr
+    _, glayers, _ = layers_of(tmp_path / "g")
+    assert all(not layer.get("annotations") for layer in glayers)
+    assert verify_layout(tmp_path / "g").ok
+
+
+def test_convert_options_checked(tmp_path: Path) -> None:
+    src = lazy_image(tmp_path, [build_layer([{"name": "a", "data": "1"}])])
+    r = run_cli("convert", src, "--compression", "zstd:chunked", "--format", "docker")
+    assert r.code == 4 and r.stderr.startswith("layouttool: error: --format docker")
+    r = run_cli("convert", src, "--compression", "zstd:chunked", "--chunk-size", "10")
+    assert r.code == 4 and "eStargz options" in r.stderr
+    r = run_cli("convert", src, "--compression", "estargz", "--estargz-prioritize", "/nope")
+    assert r.code == 3 and "'nope' is not in the layer" in r.stderr
+    assert r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+    # docker + estargz is fine: gzip layers
+    r = run_cli(
+        "convert", src, "--compression", "estargz", "--format", "docker", "-o", tmp_path / "d"
+    )
+    assert r.code == 0, r.stderr
+    _, layers, _ = layers_of(tmp_path / "d")
+    assert layers[0]["mediaType"] == mt.MT_DOCKER_LAYER_GZIP
+    assert mt.ANNOT_ESTARGZ_TOC_DIGEST in layers[0]["annotations"]
+
+
+def test_api_convert_compression_zstd_chunked(tmp_path: Path) -> None:
+    src = lazy_image(tmp_path)
+    res = convert_image(f"{src}:app", tmp_path / "z", compression="zstd:chunked")
+    assert res.compression == "zstd:chunked" and res.layers_recompressed == 2
+    assert Compression.ZSTD.value in res.images[0].layers[0].new.media_type
+
+
+# ---------------------------------------------------------------------------------- checking
+def written(mod: Any, plain: bytes, **kw: Any) -> tuple[bytes, dict[str, str], str]:
+    out = io.BytesIO()
+    res = mod.write(io.BytesIO(plain), out, LazyOptions(**kw))
+    return out.getvalue(), dict(res.annotations), str(res.diff_id)
+
+
+def findings(blob: bytes, ann: dict[str, str], diff_id: str | None) -> list[str]:
+    from layouttool.digest import Digest
+    from layouttool.lazy.check import check_layer
+
+    got = check_layer(
+        ann,
+        len(blob),
+        lambda o, n: blob[o : o + n],
+        lambda: io.BytesIO(blob),
+        Digest.parse(diff_id) if diff_id else None,
+    )
+    return [f.code for f in got]
+
+
+def relie_zstd_chunked(
+    blob: bytes, ann: dict[str, str], mutate: Any
+) -> tuple[bytes, dict[str, str]]:
+    """The same blob with its TOC changed by ``mutate`` (annotations and footer made to agree,
+    so only the lie itself is left)."""
+    loc = zstd_chunked.locate(ann)
+    assert loc.tar_split is not None
+    toc = zstd_chunked.decompress_toc(
+        blob[loc.toc.offset : loc.toc.offset + loc.toc.length], loc.toc.uncompressed, "t"
+    )
+    mutate(toc["entries"])
+    toc_json = json.dumps(toc).encode()
+    ctoc = zstandard.ZstdCompressor().compress(toc_json)
+    cts = blob[loc.tar_split.offset : loc.tar_split.offset + loc.tar_split.length]
+    data = blob[: loc.toc.offset - 8]
+    toc_off = len(data) + 8
+    ts_off = toc_off + len(ctoc) + 8
+    tsu = loc.tar_split.uncompressed
+    footer = struct.pack("<7Q", toc_off, len(ctoc), len(toc_json), 1, ts_off, len(cts), tsu)
+    new = (
+        data
+        + zstd_chunked.skippable(ctoc)
+        + zstd_chunked.skippable(cts)
+        + zstd_chunked.skippable(footer + b"GNUlInUx")
+    )
+    return new, {
+        mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST: sha(ctoc),
+        mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{toc_off}:{len(ctoc)}:{len(toc_json)}:1",
+        mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION: f"{ts_off}:{len(cts)}:{tsu}",
+    }
+
+
+def relie_estargz(blob: bytes, ann: dict[str, str], mutate: Any) -> tuple[bytes, dict[str, str]]:
+    off = estargz.parse_footer(blob)
+    tar = gzip.decompress(blob[off:-51])
+    toc = json.loads(_content(tar, "stargz.index.json"))
+    mutate(toc["entries"])
+    toc_json = json.dumps(toc, indent="\t").encode()
+    member = gzip.compress(estargz.toc_member(toc_json), mtime=0)
+    new = blob[:off] + member + estargz.footer(off)
+    size = len(gzip.decompress(new))
+    return new, {
+        mt.ANNOT_ESTARGZ_TOC_DIGEST: sha(toc_json),
+        mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: str(size),
+    }
+
+
+def _entry(entries: list[dict[str, Any]], name: str, nth: int = 0) -> dict[str, Any]:
+    return [e for e in entries if e["name"] == name][nth]
+
+
+ZC_LIES = {
+    "wrong file digest": (
+        lambda es_: _entry(es_, "etc/passwd").update(digest="sha256:" + "0" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong chunk digest": (
+        lambda es_: _entry(es_, "big.bin", 1).update(chunkDigest="sha256:" + "1" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong offset": (lambda es_: _entry(es_, "etc/passwd").update(offset=1), "lazy-toc-offset"),
+    "wrong end offset": (
+        lambda es_: _entry(es_, "big.bin").update(endOffset=_entry(es_, "big.bin")["offset"]),
+        "lazy-toc-offset",
+    ),
+    "wrong mode": (lambda es_: _entry(es_, "etc/").update(mode=0o777), "lazy-toc-entry"),
+    "missing entry": (lambda es_: es_.remove(_entry(es_, "fifo")), "lazy-toc-entry"),
+    "extra entry": (lambda es_: es_.append({"type": "reg", "name": "ghost"}), "lazy-toc-entry"),
+}
+ES_LIES = {
+    "wrong file digest": (
+        lambda es_: _entry(es_, "etc/passwd").update(digest="sha256:" + "0" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong chunk digest": (
+        lambda es_: _entry(es_, "big.bin", 1).update(chunkDigest="sha256:" + "1" * 64),
+        "lazy-toc-content",
+    ),
+    "wrong offset": (
+        lambda es_: _entry(es_, "big.bin", 1).update(offset=_entry(es_, "big.bin")["offset"]),
+        "lazy-toc-offset",
+    ),
+    "wrong uid": (lambda es_: _entry(es_, "big.bin").update(uid=0), "lazy-toc-entry"),
+    "missing entry": (lambda es_: es_.remove(_entry(es_, "fifo")), "lazy-toc-entry"),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(ZC_LIES))
+def test_zstd_chunked_lying_toc_is_a_problem(lie: str) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    assert findings(blob, ann, diff_id) == []
+    mutate, code = ZC_LIES[lie]
+    bad, bad_ann = relie_zstd_chunked(blob, ann, mutate)
+    assert code in findings(bad, bad_ann, diff_id)
+
+
+@pytest.mark.parametrize("lie", sorted(ES_LIES))
+def test_estargz_lying_toc_is_a_problem(lie: str) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(estargz, plain, chunk_size=64 << 10)
+    assert findings(blob, ann, diff_id) == []
+    mutate, code = ES_LIES[lie]
+    bad, bad_ann = relie_estargz(blob, ann, mutate)
+    new_diff = sha(gzip.decompress(bad))
+    assert code in findings(bad, bad_ann, new_diff)
+
+
+def test_lying_annotations_are_problems() -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    wrong = {**ann, mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST: "sha256:" + "2" * 64}
+    assert findings(blob, wrong, diff_id) == ["lazy-toc-digest"]
+    o, ln, u, t = ann[mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION].split(":")
+    moved = {**ann, mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{int(o) - 1}:{ln}:{u}:{t}"}
+    assert "lazy-annotation" in findings(blob, moved, diff_id)
+    assert findings(blob, ann, "sha256:" + "3" * 64) == ["lazy-diff-id"]
+    assert findings(blob[:-10], ann, diff_id) == ["lazy-toc"]  # truncated footer
+    eblob, eann, ediff = written(estargz, plain)
+    assert findings(eblob, {**eann, mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: "12"}, ediff) == [
+        "lazy-size"
+    ]
+    wrong = {**eann, mt.ANNOT_ESTARGZ_TOC_DIGEST: "sha256:" + "2" * 64}
+    assert findings(eblob, wrong, ediff) == ["lazy-toc-digest"]
+    assert findings(eblob[:-3], eann, ediff) == ["lazy-toc"]
+
+
+def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    bad, bad_ann = relie_zstd_chunked(blob, ann, ZC_LIES["wrong file digest"][0])
+    layout = Layout.init(tmp_path / "oci")
+    info = layout.put_bytes(bad)
+    cfg = layout.put_json(
+        {
+            "architecture": "amd64",
+            "os": "linux",
+            "rootfs": {"type": "layers", "diff_ids": [diff_id]},
+        },
+        mt.MT_OCI_CONFIG,
+    )
+    man = layout.put_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.MT_OCI_MANIFEST,
+            "config": cfg.to_json(),
+            "layers": [{**info.descriptor(mt.MT_OCI_LAYER_ZSTD).to_json(), "annotations": bad_ann}],
+        },
+        mt.MT_OCI_MANIFEST,
+    )
+    set_index(layout, [named(man, "lie")])
+    r = run_cli("verify", layout.root, "--json")
+    assert r.code == 5
+    doc = json.loads(r.stdout)
+    assert [p["kind"] for p in doc["problems"]] == ["lazy-toc-content"]
+    assert "etc/passwd" in doc["problems"][0]["message"]
+    r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
+    assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC
