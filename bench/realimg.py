@@ -49,7 +49,8 @@ class RealImage:
     source: str
 
 
-def _complete(out: Path) -> bool:
+def complete(out: Path) -> bool:
+    """True when ``out`` holds a finished output of the script version we read."""
     try:
         return (out / ".complete").read_text().strip() == GEN_MARK
     except OSError:
@@ -59,7 +60,7 @@ def _complete(out: Path) -> bool:
 def build(log: Callable[[str], None], out: Path = OUT,
           script: Path = SCRIPT) -> tuple[Path | None, str]:
     """The script's output directory, built when needed: ``(dir, how)`` or ``(None, why not)``."""
-    if _complete(out):
+    if complete(out):
         return out, f"cached in {out}"
     if not script.is_file():
         return None, f"{script} not found"
@@ -73,7 +74,7 @@ def build(log: Callable[[str], None], out: Path = OUT,
     log(f"real image: building it with {script} (debootstrap; a few minutes, once)")
     proc = subprocess.run(["bash", str(script), str(out)], stdout=subprocess.DEVNULL,
                           stderr=subprocess.PIPE, text=True)
-    if proc.returncode != 0 or not _complete(out):
+    if proc.returncode != 0 or not complete(out):
         tail = proc.stderr.strip().splitlines()[-1:] or ["no output"]
         return None, f"{script.name} failed (exit {proc.returncode}): {tail[0]}"
     return out, f"built in {out}"
