@@ -21,6 +21,7 @@ __all__ = [
     "GuardedTarInfo",
     "Reader",
     "TarInput",
+    "ViewReader",
     "corrupt",
     "iter_members",
     "open_stream",
@@ -44,12 +45,16 @@ EmptyHeaderError: type[tarfile.HeaderError] = tarfile.EmptyHeaderError  # type: 
 
 
 class Reader(Protocol):
-    """The part of ``TarFile.fileobj`` (a :class:`TarInput`) the member loop and the appliers
-    use."""
+    """The part of ``TarFile.fileobj`` the member readers use."""
 
     def read(self, size: int) -> bytes: ...
-    def read_view(self, size: int) -> memoryview: ...
     def tell(self) -> int: ...
+
+
+class ViewReader(Reader, Protocol):
+    """A :class:`Reader` that also hands payload out as views (:class:`TarInput`)."""
+
+    def read_view(self, size: int) -> memoryview: ...
 
 
 class TarInput:
@@ -176,7 +181,7 @@ def iter_members(
         return
     yield first
     prev = first
-    fobj = typing.cast(Reader, tar.fileobj)
+    fobj = typing.cast(ViewReader, tar.fileobj)
     while True:
         # Skip what the previous member left unread, refusing to spin at EOF (tarfile's
         # own stream seek would loop over empty reads for a huge bogus size).
