@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final, Literal, NamedTuple
 
 from layouttool import mediatypes as mt
@@ -227,10 +226,16 @@ def finding_of(exc: LayoutToolError, digest: Digest | None, where: str) -> Findi
     return finding(code, digest, where, str(exc))
 
 
-@dataclass(frozen=True, slots=True, eq=False)
 class Document:
     """A document as the reader found it: its kind, its parsed content, what is wrong.
-    (Compared by identity: two reads are two documents.)"""
+
+    Read-only by convention (the reader makes it; nothing changes it). A plain slotted class,
+    not a frozen dataclass: every command imports this module, and a dataclass costs ~1 ms of
+    start-up (tests/test_startup.py).
+    """
+
+    __slots__ = ("content", "desc", "findings", "kind", "media_type", "raw", "refs", "value",
+                 "where")
 
     #: the descriptor it was reached by (its media type may disagree with ``media_type``)
     desc: Descriptor
@@ -248,6 +253,32 @@ class Document:
     #: what the document references, in order
     refs: tuple[tuple[Role, Descriptor], ...]
     findings: tuple[Finding, ...]
+
+    def __init__(
+        self,
+        desc: Descriptor,
+        where: str,
+        kind: Kind,
+        media_type: str,
+        raw: bytes | None,
+        content: Manifest | Index | ArtifactManifest | None,
+        value: Any,
+        refs: tuple[tuple[Role, Descriptor], ...],
+        findings: tuple[Finding, ...],
+    ) -> None:
+        self.desc = desc
+        self.where = where
+        self.kind = kind
+        self.media_type = media_type
+        self.raw = raw
+        self.content = content
+        self.value = value
+        self.refs = refs
+        self.findings = findings
+
+    def __repr__(self) -> str:
+        return (f"Document({self.desc.digest}, {self.kind.value}, {self.media_type!r}, "
+                f"findings={list(self.findings)!r})")
 
     @property
     def problems(self) -> tuple[Finding, ...]:
