@@ -633,3 +633,55 @@ def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) ->
     assert "etc/passwd" in doc["problems"][0]["message"]
     r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
     assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC
+
+
+# ---------------------------------------------------------------------------------- import
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_from_docker_save_writes_lazy_layers(tmp_path: Path, fmt: str) -> None:
+    from conftest import REPO
+
+    sample = REPO / "testdata" / "sample-docker-save.tar"
+    r = run_cli("from-docker-save", sample, "-o", tmp_path / "plain", "--json")
+    assert r.code == 0, r.stderr
+    r = run_cli("from-docker-save", sample, "-o", tmp_path / "lazy", "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(tmp_path / "lazy").ok
+    for ref in ("layouttool-sample:1.0", "layouttool-sample:latest"):
+        plain = json.loads(run_cli("inspect", f"{tmp_path / 'plain'}:{ref}", "--json").stdout)
+        lazy = json.loads(run_cli("inspect", f"{tmp_path / 'lazy'}:{ref}", "--json").stdout)
+        assert [layer["lazy"] for layer in lazy["layers"]] == [fmt] * len(plain["layers"])
+        same = [
+            a["diffID"] == b["diffID"] for a, b in zip(plain["layers"], lazy["layers"], strict=True)
+        ]
+        assert all(same) if fmt == "zstd:chunked" else not any(same)
+        assert (plain["configDigest"] == lazy["configDigest"]) is (fmt == "zstd:chunked")
+    # the import equals a conversion of the plain import, byte for byte
+    r = run_cli(
+        "convert",
+        f"{tmp_path / 'plain'}:layouttool-sample:1.0",
+        "--compression",
+        fmt,
+        "-o",
+        tmp_path / "conv",
+    )
+    assert r.code == 0, r.stderr
+    a = json.loads(
+        run_cli("inspect", f"{tmp_path / 'conv'}:layouttool-sample:1.0", "--json").stdout
+    )
+    b = json.loads(
+        run_cli("inspect", f"{tmp_path / 'lazy'}:layouttool-sample:1.0", "--json").stdout
+    )
+    assert a["layers"] == b["layers"] and a["configDigest"] == b["configDigest"]
+    r = run_cli(
+        "unpack", f"{tmp_path / 'lazy'}:layouttool-sample:1.0", tmp_path / "u1", "--rootless"
+    )
+    assert r.code == 0, r.stderr
+    r = run_cli(
+        "unpack", f"{tmp_path / 'plain'}:layouttool-sample:1.0", tmp_path / "u2", "--rootless"
+    )
+    assert r.code == 0, r.stderr
+    from treeutil import diff, snapshot
+
+    assert (
+        diff(snapshot(tmp_path / "u2", owners=False), snapshot(tmp_path / "u1", owners=False)) == []
+    )
