@@ -685,3 +685,54 @@ def test_from_docker_save_writes_lazy_layers(tmp_path: Path, fmt: str) -> None:
     assert (
         diff(snapshot(tmp_path / "u2", owners=False), snapshot(tmp_path / "u1", owners=False)) == []
     )
+
+
+# ---------------------------------------------------------------------------------- property
+_names = st.text(alphabet="abcxyz._-", min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..") and not n.startswith(".wh.")
+)
+
+
+@st.composite
+def random_layers(draw: Any) -> bytes:
+    entries: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for _ in range(draw(st.integers(0, 12))):
+        name = "/".join(draw(st.lists(_names, min_size=1, max_size=3)))
+        if name in used or any(name.startswith(u + "/") or u.startswith(name + "/") for u in used):
+            continue
+        used.add(name)
+        kind = draw(st.sampled_from(["file", "file", "dir", "symlink", "fifo"]))
+        e: dict[str, Any] = {"type": kind, "name": name, "mtime": draw(st.integers(0, 2**33))}
+        if kind == "file":
+            e["data"] = draw(
+                st.one_of(
+                    st.binary(max_size=2000),
+                    st.integers(0, 3000).map(bytes),
+                    st.binary(max_size=32).map(lambda b: b * 200),
+                )
+            )
+        elif kind == "symlink":
+            e["target"] = draw(_names)
+        entries.append(e)
+    fmt = draw(st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]))
+    return build_layer(entries, fmt=fmt)
+
+
+@settings(max_examples=25, deadline=None)
+@given(plain=random_layers(), chunk=st.sampled_from([777, 4096, 4 << 20]))
+def test_round_trips_hold_for_any_layer(plain: bytes, chunk: int) -> None:
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    assert diff_id == sha(plain)
+    check_zstd_chunked(blob, ann, plain)
+    assert findings(blob, ann, diff_id) == []
+    eblob, eann, ediff = written(estargz, plain, chunk_size=chunk)
+    tar, _ = check_estargz(eblob, eann)
+    assert ediff == sha(tar)
+    assert findings(eblob, eann, ediff) == []
+    want = [(m.name, m.type, m.size) for m in tar_members(plain)]
+    got = [(m.name, m.type, m.size) for m in tar_members(tar)]
+    assert got[1:-1] == want
+    for m in tar_members(plain):
+        if m.isreg():
+            assert _content(tar, m.name) == _content(plain, m.name)
