@@ -61,7 +61,14 @@ ANNOT_ESTARGZ_TOC_DIGEST: Final = "containerd.io/snapshot/stargz/toc.digest"
 #: eStargz: the layer's uncompressed size, for containers/storage's stargz store
 ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: Final = "io.containers.estargz.uncompressed-size"
 
-#: annotations that describe one particular compressed blob and become false after recompression
+#: annotations that describe one particular compressed blob and become false after recompression:
+#: the lazy-pull formats' offsets and TOC digests (a layer that leaves zstd:chunked or eStargz
+#: must not keep them), and containerd's record of the uncompressed digest. Keys as the writers
+#: spell them: containers/storage ``pkg/chunked`` (``io.github.containers.zstd-chunked.``
+#: manifest-checksum, manifest-position, tarsplit-position, and the retired tarsplit-checksum);
+#: stargz-snapshotter and podman 4 (``io.containers.zstd-chunked.`` manifest-checksum,
+#: manifest-position; ``io.containers.estargz.uncompressed-size``;
+#: ``containerd.io/snapshot/stargz/`` toc.digest, layer.digest)
 BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
     "containerd.io/snapshot/stargz/",
     "io.github.containers.zstd-chunked.",

@@ -12,7 +12,8 @@ config. Upgrading it (as containers/image and Docker's pull do) means:
   entries as ``empty_layer``;
 * compute each kept layer's diff_id by decompressing it (the caller streams the blobs);
 * build the config from the newest ``v1Compatibility`` minus its v1-only fields, plus
-  ``rootfs`` and ``history``.
+  ``rootfs`` and ``history``, byte for byte as Docker's pull did (:mod:`layouttool.v1config`:
+  the same conversion as for a pre-1.10 save), so its digest is the image ID Docker gave.
 
 JWS signatures are stripped, never verified: a layout has no trust root for them, and the
 upgraded manifest is a new, unsigned document anyway. This module does no I/O.
@@ -22,15 +23,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
 from layouttool.errors import InvalidInputError
 from layouttool.model import Platform, parse_json
-
-#: v1Compatibility fields that describe the v1 layer chain, not the image
-_V1_ONLY_FIELDS: Final = ("id", "parent", "parent_id", "layer_id", "throwaway", "Size")
+from layouttool.v1config import V1Image, make_config
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,29 +38,18 @@ class Schema1Entry:
 
     blob: Digest
     v1: Mapping[str, Any]
+    #: the ``v1Compatibility`` string as the manifest holds it (the config is made from it)
+    v1_raw: bytes = b"{}"
 
     @property
     def throwaway(self) -> bool:
         """True when the entry adds no layer (its blob is an empty tar to be dropped)."""
         return self.v1.get("throwaway") is True
 
-    def history(self) -> dict[str, Any]:
-        """The schema 2 ``history`` item for this entry (empty fields omitted, like Docker)."""
-        item: dict[str, Any] = {}
-        created = self.v1.get("created")
-        if isinstance(created, str):
-            item["created"] = created
-        cc = self.v1.get("container_config")
-        cmd = cc.get("Cmd") if isinstance(cc, Mapping) else None
-        if isinstance(cmd, list) and cmd and all(isinstance(c, str) for c in cmd):
-            item["created_by"] = " ".join(cmd)
-        for key in ("author", "comment"):
-            v = self.v1.get(key)
-            if isinstance(v, str) and v:
-                item[key] = v
-        if self.throwaway:
-            item["empty_layer"] = True
-        return item
+    def history(self, what: str = "v1Compatibility") -> bytes:
+        """The schema 2 ``history`` item for this entry, as Docker writes it (empty fields
+        omitted, ``empty_layer`` for a throwaway one)."""
+        return V1Image.decode(self.v1_raw, what).history(empty_layer=self.throwaway)
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,7 +122,7 @@ def parse_schema1(
         v1 = parse_json(v1_raw.encode(), f"{what} history[{i}].v1Compatibility")
         if not isinstance(v1, dict):
             raise InvalidInputError(f"{what}: history[{i}].v1Compatibility is not an object")
-        newest_first.append(Schema1Entry(blob, v1))
+        newest_first.append(Schema1Entry(blob, v1, v1_raw.encode()))
     newest_first = _drop_repeated_ids(newest_first, what)
     return Schema1Manifest(raw, doc, signed, tuple(reversed(newest_first)))
 
@@ -158,22 +146,23 @@ def _drop_repeated_ids(entries: list[Schema1Entry], what: str) -> list[Schema1En
     return out
 
 
-def synthesize_config(manifest: Schema1Manifest, diff_ids: Sequence[Digest]) -> dict[str, Any]:
+def synthesize_config(manifest: Schema1Manifest, diff_ids: Sequence[Digest]) -> bytes:
     """The image config of an upgraded schema 1 manifest, given its layers' diff_ids.
 
     It is the newest ``v1Compatibility`` without its v1-only fields, plus ``rootfs`` and a
-    ``history`` with one item per entry (``empty_layer`` for throwaway ones). Top-level keys
-    are sorted, as Go's converters write them, so the result does not depend on the order the
-    image's builder used.
+    ``history`` with one item per entry (``empty_layer`` for throwaway ones), in the bytes
+    Docker's pull wrote (sorted keys, Go's escaping), so the digest is Docker's image ID.
     """
     if len(diff_ids) != len(manifest.layers):
         raise InvalidInputError(
             f"schema 1 upgrade: {len(diff_ids)} diff_ids for {len(manifest.layers)} layers"
         )
-    cfg = {k: v for k, v in manifest.newest.v1.items() if k not in _V1_ONLY_FIELDS}
-    cfg["rootfs"] = {"type": "layers", "diff_ids": [str(d) for d in diff_ids]}
-    cfg["history"] = [e.history() for e in manifest.entries]
-    return dict(sorted(cfg.items()))
+    history = [
+        e.history(f"history[{len(manifest.entries) - 1 - i}].v1Compatibility")
+        for i, e in enumerate(manifest.entries)
+    ]
+    what = "history[0].v1Compatibility"
+    return make_config(manifest.newest.v1_raw, diff_ids, history, what).raw
 
 
 __all__ = ["Schema1Entry", "Schema1Manifest", "parse_schema1", "synthesize_config"]

@@ -70,14 +70,17 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def write_atomically(path: Path, data: bytes, *, tmp_dir: Path | None = None) -> None:
+def write_atomically(
+    path: Path, data: bytes, *, tmp_dir: Path | None = None, mode: int = 0o644
+) -> None:
     """Replace ``path`` with ``data``: temp file (in ``tmp_dir``, default beside ``path``, same
     filesystem), fsync, rename, directory fsync. On a failure before the rename the temp file
     is removed and ``path`` is as it was; a failure of the directory fsync after it says so
-    (``path`` holds the new data, which a crash could still undo)."""
+    (``path`` holds the new data, which a crash could still undo). ``mode`` is the new file's
+    (less the umask; 0o600 for a file of secrets)."""
     tmp = (tmp_dir or path.parent) / f"{TMP_PREFIX}{os.getpid()}-{_token()}"
     try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, mode)
         try:
             view = memoryview(data)
             while view:

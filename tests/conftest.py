@@ -5,14 +5,19 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 from click.testing import CliRunner
 from fixtures_path import shared_fixture  # noqa: F401  (re-exported for tests)
 
 from layouttool.cli import main
+
+if TYPE_CHECKING:
+    from podmanutil import Podman
 
 REPO = Path(__file__).resolve().parents[1]
 IN_CI = os.environ.get("CI") == "true"
@@ -70,6 +75,15 @@ def skopeo() -> str:
 def umoci() -> str:
     """The umoci binary (an interoperability oracle)."""
     return need_tool("umoci")
+
+
+@pytest.fixture
+def podman(tmp_path: Path) -> Iterator[Podman]:
+    """podman (root, vfs driver) with an image store of its own under this test's tmp_path."""
+    from podmanutil import podman_store
+
+    with podman_store(tmp_path) as p:
+        yield p
 
 
 def sh(*args: str | os.PathLike[str], check: bool = True, **kw) -> subprocess.CompletedProcess:

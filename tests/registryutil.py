@@ -6,12 +6,18 @@ Everything listens on 127.0.0.1 only.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import http.client
 import json
+import os
 import secrets
+import select
+import shutil
 import socket
+import socketserver
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -23,8 +29,13 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from conftest import need_tool
+from conftest import REPO, need_tool
 
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))
+
+from bench import registryd
+from bench.registryd import free_port
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
 from layouttool.model import make_manifest_doc
@@ -32,55 +43,70 @@ from layouttool.ops.layout import set_ref
 from layouttool.store import Layout
 
 
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on (now)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 class Registry:
-    """A docker-registry process with filesystem storage in a temp dir."""
+    """A docker-registry process with filesystem storage in a temp dir (plain HTTP, or TLS with
+    ``server``; ``client_ca`` then requires client certificates it signed)."""
 
-    def __init__(self, tmp: Path, htpasswd: Path | None = None, *, auth: str = "") -> None:
+    def __init__(self, tmp: Path, htpasswd: Path | None = None, *, auth: str = "",
+                 server: registryd.Pair | None = None, client_ca: Path | None = None) -> None:
         binary = need_tool("docker-registry")
-        self.root = tmp / f"registry-data-{secrets.token_hex(3)}"
-        self.port = free_port()
-        self.host = f"127.0.0.1:{self.port}"
-        if htpasswd is not None:
-            auth = f"auth:\n  htpasswd:\n    realm: test\n    path: {htpasswd}\n"
-        cfg = tmp / f"registry-{self.port}.yml"
-        cfg.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {self.root}\n"
-            "  delete:\n    enabled: true\n"
-            f"http:\n  addr: {self.host}\n{auth}"
-        )
-        self.proc = subprocess.Popen([binary, "serve", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
-                break
-            except urllib.error.HTTPError as exc:
-                exc.close()
-                break  # 401: up, with auth
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    err = self.proc.stderr.read() if self.proc.stderr else b""
-                    raise RuntimeError(f"registry did not start: {err!r}") from None
-                time.sleep(0.05)
+        self.root = tmp / f"registry-{secrets.token_hex(3)}"
+        self._d = registryd.start(binary, self.root, auth=auth, htpasswd=htpasswd,
+                                  server=server, client_ca=client_ca)
+        self.port = self._d.port
+        self.host = self._d.host
 
     def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        if self.proc.stderr:
-            self.proc.stderr.close()
+        self._d.stop()
 
     def blob_file(self, digest: Digest) -> Path:
         e = digest.encoded
-        return self.root / "docker/registry/v2/blobs" / digest.algorithm / e[:2] / e / "data"
+        return (self.root / "data" / "docker/registry/v2/blobs" / digest.algorithm / e[:2] / e
+                / "data")
+
+
+# ------------------------------------------------------------------------------ TLS
+@dataclass(frozen=True)
+class PKI:
+    """A test CA, a server certificate for ``registry.test`` and 127.0.0.1 (not localhost), a
+    client certificate, and an unrelated CA."""
+
+    ca: registryd.CA
+    server: registryd.Pair
+    client: registryd.Pair
+    other_ca: registryd.CA
+
+    @classmethod
+    def make(cls, directory: Path) -> PKI:
+        need_tool("openssl")
+        ca = registryd.CA.make(directory / "ca")
+        return cls(
+            ca,
+            ca.issue(directory / "server", "server", ["registry.test", "127.0.0.1"]),
+            ca.issue(directory / "client", "client", ["layouttool test client"], client=True),
+            registryd.CA.make(directory / "other", "some other CA"),
+        )
+
+    def cert_dir(self, directory: Path, *, client: bool = False, ca: bool = True) -> Path:
+        """A certificate directory: ``ca.crt`` and, with ``client``, ``client.cert/.key``."""
+        directory.mkdir(parents=True, exist_ok=True)
+        if ca:
+            shutil.copy(self.ca.cert, directory / "ca.crt")
+        if client:
+            shutil.copy(self.client.cert, directory / "client.cert")
+            shutil.copy(self.client.key, directory / "client.key")
+        return directory
+
+
+def htpasswd_file(directory: Path, users: dict[str, str]) -> Path:
+    """An htpasswd file with bcrypt hashes made by Apache's ``htpasswd`` (cost 4: quick)."""
+    tool = need_tool("htpasswd")
+    path = directory / "htpasswd"
+    for i, (user, password) in enumerate(users.items()):
+        flags = "-cBbC" if i == 0 else "-BbC"
+        subprocess.run([tool, flags, "4", str(path), user, password], check=True,
+                       capture_output=True)
+    return path
 
 
 # ------------------------------------------------------------------------------ images
@@ -145,7 +171,8 @@ class TokenServer:
     auth. Anonymous users may pull ``public/*``; ``users`` may pull and push everything."""
 
     def __init__(self, keypair: tuple[Path, Path], users: dict[str, str],
-                 service: str = "test-registry", issuer: str = "test-issuer") -> None:
+                 service: str = "test-registry", issuer: str = "test-issuer",
+                 refresh_tokens: dict[str, str] | None = None) -> None:
         openssl = need_tool("openssl")
         self.openssl = openssl
         self.key, self.cert = keypair
@@ -161,6 +188,10 @@ class TokenServer:
         self.log: list[tuple[str | None, list[str], list[dict[str, Any]], int]] = []
         #: every token issued (to check none leaks into output)
         self.issued: list[str] = []
+        #: OAuth2 refresh token -> user (``POST`` with ``grant_type=refresh_token``)
+        self.refresh_tokens = dict(refresh_tokens or {})
+        #: every POST: (form fields, the Authorization header or None)
+        self.posts: list[tuple[dict[str, str], str | None]] = []
         self._lock = threading.Lock()
         server = self
 
@@ -176,6 +207,16 @@ class TokenServer:
                 self.end_headers()
                 self.wfile.write(body)
 
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                form = dict(urllib.parse.parse_qsl(self.rfile.read(n).decode()))
+                status, body = server._handle_post(form, self.headers.get("Authorization"))
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.realm = f"http://127.0.0.1:{self.httpd.server_address[1]}/token"
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
@@ -184,6 +225,19 @@ class TokenServer:
         """The ``auth:`` section of the registry's config.yml."""
         return (f"auth:\n  token:\n    realm: {self.realm}\n    service: {self.service}\n"
                 f"    issuer: {self.issuer}\n    rootcertbundle: {self.cert}\n")
+
+    def _handle_post(self, form: dict[str, str], authorization: str | None) -> tuple[int, bytes]:
+        """distribution's OAuth2 token endpoint, refresh-token grant only."""
+        with self._lock:
+            self.posts.append((form, authorization))
+        user = self.refresh_tokens.get(form.get("refresh_token", ""))
+        if form.get("grant_type") != "refresh_token" or not form.get("client_id") or not user:
+            return 401, b'{"details":"bad grant"}'
+        scopes = form.get("scope", "").split()
+        status, body = self._issue(user, scopes, form.get("service", ""))
+        doc = json.loads(body)
+        return status, json.dumps({"access_token": doc["token"], "expires_in": 300,
+                                   "refresh_token": form["refresh_token"]}).encode()
 
     def _handle(self, path: str, authorization: str | None) -> tuple[int, bytes]:
         q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
@@ -197,6 +251,9 @@ class TokenServer:
                     self.log.append((u, scopes, [], 401))
                 return 401, b'{"details":"bad credentials"}'
             user = u
+        return self._issue(user, scopes, q.get("service", [""])[0])
+
+    def _issue(self, user: str | None, scopes: list[str], service: str) -> tuple[int, bytes]:
         access = []
         for scope in scopes:
             typ, name, actions = scope.split(":")
@@ -205,7 +262,7 @@ class TokenServer:
                                            if a == "pull" and name.startswith("public/")]
             access.append({"type": typ, "name": name, "actions": allowed})
         now = int(time.time())
-        claims = {"iss": self.issuer, "sub": user or "", "aud": q.get("service", [""])[0],
+        claims = {"iss": self.issuer, "sub": user or "", "aud": service,
                   "exp": now + 300, "nbf": now - 10, "iat": now, "jti": secrets.token_hex(8),
                   "access": access}
         header = {"typ": "JWT", "alg": "RS256", "kid": self.kid}
@@ -371,6 +428,243 @@ class Proxy:
         return best
 
 
+# ------------------------------------------------------------------------------ CONNECT proxy
+@dataclass
+class Passage:
+    """One request a :class:`ConnectProxy` carried (or refused)."""
+
+    method: str
+    #: ``host:port`` as the client named it (the proxy resolves the name)
+    target: str
+    #: the Proxy-Authorization header the client sent, if any
+    proxy_authorization: str | None
+    status: int = 0
+    bytes_up: int = 0
+    bytes_down: int = 0
+
+
+class ConnectProxy:
+    """An HTTP proxy written for the tests: ``CONNECT host:port`` tunnels (HTTPS) and
+    absolute-form requests (plain HTTP), resolving names through ``names`` only (a name it does
+    not know is a 502, so a request that got through proves the proxy resolved it). With
+    ``credentials`` it wants ``Proxy-Authorization: Basic`` (else 407). ``log`` records every
+    request, and what went up and down."""
+
+    def __init__(self, names: dict[str, str] | None = None,
+                 credentials: tuple[str, str] | None = None) -> None:
+        self.names = dict(names or {})
+        self.auth = ("Basic " + base64.b64encode(":".join(credentials).encode()).decode()
+                     if credentials else None)
+        self.log: list[Passage] = []
+        self._lock = threading.Lock()
+        self._socks: set[socket.socket] = set()
+        proxy = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                proxy._handle(self.request)
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.host = f"127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"http://{self.host}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def url_with(self, user: str, password: str) -> str:
+        """The proxy URL with credentials in it."""
+        return f"http://{user}:{password}@{self.host}"
+
+    def _head(self, sock: socket.socket) -> tuple[bytes, bytes] | None:
+        data = b""
+        while b"\r\n\r\n" not in data:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return None
+            data += chunk
+        head, _, rest = data.partition(b"\r\n\r\n")
+        return head, rest
+
+    def _resolve(self, target: str) -> tuple[str, int] | None:
+        host, _, port = target.rpartition(":")
+        ip = self.names.get(host)
+        return (ip, int(port)) if ip and port.isdigit() else None
+
+    def _handle(self, client: socket.socket) -> None:
+        with self._lock:
+            self._socks.add(client)
+        try:
+            got = self._head(client)
+            if got is None:
+                return
+            head, rest = got
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _version = lines[0].split(" ", 2)
+            headers = dict(ln.split(": ", 1) for ln in lines[1:] if ": " in ln)
+            auth = next((v for k, v in headers.items() if k.lower() == "proxy-authorization"),
+                        None)
+            absolute = None
+            if method != "CONNECT":
+                u = urllib.parse.urlsplit(target)
+                absolute = u
+                target = u.netloc if u.port else f"{u.netloc}:80"
+            seen = Passage(method, target, auth)
+            with self._lock:
+                self.log.append(seen)
+            if self.auth is not None and auth != self.auth:
+                seen.status = 407
+                client.sendall(b"HTTP/1.1 407 Proxy Authentication Required\r\n"
+                               b"Proxy-Authenticate: Basic realm=\"test\"\r\n"
+                               b"Content-Length: 0\r\nConnection: close\r\n\r\n")
+                return
+            where = self._resolve(target)
+            if where is None:
+                seen.status = 502
+                client.sendall(b"HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\n"
+                               b"Connection: close\r\n\r\n")
+                return
+            upstream = socket.create_connection(where, timeout=30)
+            with self._lock:
+                self._socks.add(upstream)
+            seen.status = 200
+            if absolute is not None:
+                path = absolute.path + (f"?{absolute.query}" if absolute.query else "")
+                kept = [ln for ln in lines[1:] if not ln.lower().startswith(
+                    ("proxy-authorization:", "proxy-connection:", "connection:"))]
+                first = f"{method} {path or '/'} HTTP/1.1"
+                req = "\r\n".join([first, *kept, "Connection: close", "", ""]).encode()
+                upstream.sendall(req + rest)
+                seen.bytes_up += len(req) + len(rest)
+            else:
+                client.sendall(b"HTTP/1.1 200 Connection established\r\n\r\n")
+                if rest:
+                    upstream.sendall(rest)
+                    seen.bytes_up += len(rest)
+            self._pipe(client, upstream, seen)
+        except OSError:
+            pass
+        finally:
+            with self._lock:
+                for sk in list(self._socks):
+                    if sk is client:
+                        self._socks.discard(sk)
+            client.close()
+
+    def _pipe(self, client: socket.socket, upstream: socket.socket, seen: Passage) -> None:
+        try:
+            socks = [client, upstream]
+            while True:
+                ready, _, _ = select.select(socks, [], [], 30)
+                if not ready:
+                    return
+                for sk in ready:
+                    data = sk.recv(1 << 16)
+                    if not data:
+                        return
+                    if sk is client:
+                        upstream.sendall(data)
+                        seen.bytes_up += len(data)
+                    else:
+                        client.sendall(data)
+                        seen.bytes_down += len(data)
+        finally:
+            with self._lock:
+                self._socks.discard(upstream)
+            upstream.close()
+
+    def targets(self) -> list[str]:
+        """The ``host:port`` of every request carried, in order."""
+        return [p.target for p in self.log]
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+        with self._lock:
+            socks, self._socks = self._socks, set()
+        for sk in socks:
+            with contextlib.suppress(OSError):
+                sk.shutdown(socket.SHUT_RDWR)
+            sk.close()
+
+
+# ------------------------------------------------------------------------------ credential helper
+HELPER = """#!{python}
+# A Docker credential helper for the tests: credentials in the JSON file $FAKE_HELPER_STORE
+# ({{server: [username, secret]}}); every call is appended to $FAKE_HELPER_STORE.log.
+# $FAKE_HELPER_MODE: "" (normal), "fail" (exit 1 printing the secret), "garbage".
+import json, os, sys
+store = os.environ["FAKE_HELPER_STORE"]
+action, data = sys.argv[1], sys.stdin.read()
+with open(store + ".log", "a") as log:
+    log.write(json.dumps([os.path.basename(sys.argv[0]), action, data]) + "\\n")
+try:
+    with open(store) as f:
+        creds = json.load(f)
+except FileNotFoundError:
+    creds = {{}}
+mode = os.environ.get("FAKE_HELPER_MODE", "")
+if mode == "fail":
+    print("internal error; the secret was", list(creds.values())[0][1] if creds else "-")
+    sys.exit(1)
+if mode == "garbage":
+    print("this is not JSON", list(creds.values())[0][1] if creds else "-")
+    sys.exit(0)
+if action == "get":
+    if data not in creds:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    user, secret = creds[data]
+    print(json.dumps({{"ServerURL": data, "Username": user, "Secret": secret}}))
+elif action == "store":
+    doc = json.loads(data)
+    creds[doc["ServerURL"]] = [doc["Username"], doc["Secret"]]
+    with open(store, "w") as f:
+        json.dump(creds, f)
+elif action == "erase":
+    if data not in creds:
+        print("credentials not found in native keychain")
+        sys.exit(1)
+    del creds[data]
+    with open(store, "w") as f:
+        json.dump(creds, f)
+"""
+
+
+@dataclass
+class CredHelper:
+    """``docker-credential-NAME`` scripts in ``bin`` (put it on PATH), sharing one store."""
+
+    bin: Path
+    store: Path
+
+    @classmethod
+    def install(cls, directory: Path, *names: str) -> CredHelper:
+        bin_dir = directory / "bin"
+        bin_dir.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            script = bin_dir / f"docker-credential-{name}"
+            script.write_text(HELPER.format(python=sys.executable))
+            script.chmod(0o755)
+        return cls(bin_dir, directory / "helper-store.json")
+
+    def set(self, server: str, user: str, secret: str) -> None:
+        creds = json.loads(self.store.read_text()) if self.store.exists() else {}
+        creds[server] = [user, secret]
+        self.store.write_text(json.dumps(creds))
+
+    def held(self) -> dict[str, list[str]]:
+        return json.loads(self.store.read_text()) if self.store.exists() else {}
+
+    def calls(self) -> list[list[str]]:
+        """``[program, action, stdin]`` of every call so far."""
+        log = Path(f"{self.store}.log")
+        return [json.loads(ln) for ln in log.read_text().splitlines()] if log.exists() else []
+
+    def env(self, monkeypatch: Any, mode: str = "") -> None:
+        monkeypatch.setenv("PATH", f"{self.bin}{os.pathsep}{os.environ['PATH']}")
+        monkeypatch.setenv("FAKE_HELPER_STORE", str(self.store))
+        monkeypatch.setenv("FAKE_HELPER_MODE", mode)
+
+
 # ------------------------------------------------------------------------------ fake
 Route = tuple[int, dict[str, str], bytes]
 
@@ -436,11 +730,31 @@ class FakeRegistry:
 
 
 def clean_env(monkeypatch: Any, home: Path) -> None:
-    """No credentials from the developer's own files."""
+    """No credentials, certificates or proxies from the machine's or the developer's own files:
+    HOME, the runtime and config directories under ``home``, an empty certs.d, no proxy."""
     monkeypatch.setenv("HOME", str(home))
-    for var in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(home / "run"))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("LAYOUTTOOL_CERTS_D", str(home / "certs.d"))
+    for var in ("REGISTRY_AUTH_FILE", "DOCKER_CONFIG", "HTTPS_PROXY", "https_proxy",
+                "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
         monkeypatch.delenv(var, raising=False)
 
 
-__all__ = ["FakeRegistry", "Proxy", "Registry", "Rule", "TokenServer", "clean_env", "free_port",
-           "layout_files", "make_image", "token_keypair"]
+__all__ = [
+    "PKI",
+    "ConnectProxy",
+    "CredHelper",
+    "FakeRegistry",
+    "Passage",
+    "Proxy",
+    "Registry",
+    "Rule",
+    "TokenServer",
+    "clean_env",
+    "free_port",
+    "htpasswd_file",
+    "layout_files",
+    "make_image",
+    "token_keypair",
+]

@@ -30,6 +30,7 @@ JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
     "export", "diff",
+    "login", "logout",
 )
 
 

@@ -25,6 +25,7 @@ from layouttool.ops.verify import verify_layout
 from layouttool.registry import AuthError, Client
 
 PASSWORD = "s3cret-Pa55"
+REFRESH = "refresh-T0ken-of-alice"
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,7 @@ def token_registry(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, keypair: tuple[Path, Path]
 ) -> Iterator[tuple[Registry, TokenServer]]:
     clean_env(monkeypatch, tmp_path)
-    tokens = TokenServer(keypair, {"alice": PASSWORD})
+    tokens = TokenServer(keypair, {"alice": PASSWORD}, refresh_tokens={REFRESH: "alice"})
     reg = Registry(tmp_path, auth=tokens.registry_auth())
     yield reg, tokens
     reg.stop()
@@ -182,3 +183,88 @@ def test_unusable_challenge_is_one_line(tmp_path):
             client.get_manifest("x", "1")
     finally:
         fake.stop()
+
+
+@pytest.mark.parametrize("form", ["identitytoken", "<token> user"])
+def test_identity_token_is_an_oauth2_refresh_token(token_registry, tmp_path, cli, monkeypatch,
+                                                    form):
+    import base64
+
+    reg, tokens = token_registry
+    entry = ({"identitytoken": REFRESH} if form == "identitytoken"
+             else {"auth": base64.b64encode(f"<token>:{REFRESH}".encode()).decode()})
+    config = tmp_path / "docker"
+    config.mkdir()
+    (config / "config.json").write_text(json.dumps({"auths": {reg.host: entry}}))
+    monkeypatch.setenv("DOCKER_CONFIG", str(config))
+    src = make_image(tmp_path / "src", [700])
+    r = cli("push", f"{src.root}:img", f"{reg.host}/private/oauth:1", "--insecure", "--json")
+    assert r.code == 0, r.stderr
+    # POST realm, grant_type=refresh_token, our client_id, the scope in one field; no Basic
+    assert tokens.posts, tokens.log
+    for fields, authorization in tokens.posts:
+        assert authorization is None
+        assert fields["grant_type"] == "refresh_token" and fields["refresh_token"] == REFRESH
+        assert fields["client_id"] == "layouttool" and fields["service"] == tokens.service
+    assert {f["scope"] for f, _ in tokens.posts} == {"repository:private/oauth:pull,push"}
+    assert REFRESH not in r.stdout + r.stderr
+    _no_secrets(tokens, r.stdout, r.stderr)
+    # a refresh token the server does not know is refused in one line
+    (config / "config.json").write_text(json.dumps({"auths": {reg.host: {
+        "identitytoken": "stale"}}}))
+    r = cli("push", f"{src.root}:img", f"{reg.host}/private/oauth:2", "--insecure")
+    assert r.code == 1 and "token server refused" in r.stderr and "stale" not in r.stderr
+
+
+@pytest.mark.parametrize(
+    ("registry", "realm", "refused"),
+    [
+        ("reg.example", "http://auth.example/token", "plain HTTP for an HTTPS registry"),
+        ("reg.example", "http://reg.example:8080/token", "plain HTTP for an HTTPS registry"),
+        ("reg.example", "http://reg.example/token", None),  # our own origin: made HTTPS
+        ("reg.example", "https://127.0.0.1:8080/token", "loopback or link-local"),
+        ("reg.example", "https://localhost/token", "loopback or link-local"),
+        ("reg.example", "https://169.254.169.254/latest", "loopback or link-local"),
+        ("reg.example", "https://[fe80::1]/token", "loopback or link-local"),
+        ("reg.example", "https://[::1]/token", "loopback or link-local"),
+        ("reg.example", "https://auth.example/token", None),
+        ("reg.example", "https://reg.example:8443/token", None),  # its own host
+        ("127.0.0.1:5000", "https://127.0.0.1:6000/token", None),  # a local registry
+        ("localhost:5000", "https://169.254.1.1/token", None),
+    ],
+)
+def test_token_realm_rules(registry, realm, refused):
+    from layouttool.registry.auth import check_realm
+    from layouttool.registry.transport import Transport
+
+    t = Transport(registry, registry)
+    target = t.resolve(realm)
+    if refused is None:
+        check_realm((t.scheme, t.host), target, registry)
+    else:
+        with pytest.raises(AuthError, match=refused):
+            check_realm((t.scheme, t.host), target, registry)
+
+
+def test_hostile_realm_gets_nothing(tmp_path, monkeypatch):
+    """A remote registry (reg.test, reached through a proxy) whose challenge names a realm on
+    this machine's loopback: refused, and not one request reaches that address."""
+    from registryutil import ConnectProxy, FakeRegistry
+
+    clean_env(monkeypatch, tmp_path)
+    fake, victim = FakeRegistry(), FakeRegistry()
+    proxy = ConnectProxy({"reg.test": "127.0.0.1"})
+    try:
+        port = fake.host.rsplit(":", 1)[1]
+        fake.routes[("GET", "/v2/x/manifests/1")] = (
+            401, {"WWW-Authenticate": f'Bearer realm="http://{victim.host}/token"'}, b"")
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        with (Client(f"reg.test:{port}", insecure=True, creds=("u", "p")) as client,
+              pytest.raises(AuthError, match="loopback or link-local")):
+            client.get_manifest("x", "1")
+        assert [p.target for p in proxy.log] == [f"reg.test:{port}"]
+        assert victim.log == []
+    finally:
+        proxy.stop()
+        fake.stop()
+        victim.stop()

@@ -169,6 +169,19 @@ def test_upgrade_to_oci(tmp_path: Path, signed: bool) -> None:
     ]
     assert cfg == expected_config()
     assert list(cfg) == sorted(cfg)
+    # Docker's bytes (its pull made the config with image/v1.MakeConfigFromV1Config): compact,
+    # keys sorted, rootfs and each history item in their struct's field order
+    top = {k: v for k, v in V1[2].items() if k not in ("id", "parent", "Size", "layer_id",
+                                                       "parent_id")}
+    items = [(k, json.dumps(v, separators=(",", ":"))) for k, v in top.items()]
+    items.append(("rootfs", f'{{"type":"layers","diff_ids":["{sha(BASE_TAR)}","{sha(TOP_TAR)}"]}}'))
+    order = ("created", "author", "created_by", "comment", "empty_layer")  # image.History
+    hist = [
+        json.dumps({k: h[k] for k in order if k in h}, separators=(",", ":"))
+        for h in expected_config()["history"]
+    ]
+    items.append(("history", "[" + ",".join(hist) + "]"))
+    assert cfg_raw.decode() == "{" + ",".join(f'"{k}":{v}' for k, v in sorted(items)) + "}"
     assert [la["diffID"] for la in image["layers"]] == [sha(BASE_TAR), sha(TOP_TAR)]
     assert "signatures" not in cfg_raw.decode()
     assert verify_layout(layout.root).ok

@@ -34,6 +34,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("cmd_merge", "diff_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
+    "login": ("cmd_remote", "login_cmd", "Registries"),
+    "logout": ("cmd_remote", "logout_cmd", "Registries"),
 }
 SECTIONS = ("Import and export", "Layouts", "Transform", "Maintenance", "Registries")
 

@@ -274,14 +274,16 @@ def _duration(seconds: float) -> str:
     return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
-def progress() -> TermProgress:
+def progress(*, debug_is_verbose: bool = False) -> TermProgress:
     """Progress for this invocation: the status line only when stderr is a TTY (not a dumb one)
-    and -q was not given; -v detail lines and warnings whatever stderr is."""
+    and -q was not given; -v detail lines and warnings whatever stderr is (``debug_is_verbose``:
+    --debug shows the detail lines too)."""
     s = settings()
     quiet = bool(s.get("quiet"))
     term = os.environ.get("TERM", "") != "dumb"
     enabled = not quiet and term and sys.stderr.isatty()
-    return TermProgress(enabled, verbose=bool(s.get("verbose")) and not quiet, warnings=not quiet)
+    verbose = bool(s.get("verbose") or (debug_is_verbose and s.get("debug")))
+    return TermProgress(enabled, verbose=verbose and not quiet, warnings=not quiet)
 
 
 def summary(message: str) -> None:

@@ -1,8 +1,9 @@
-"""``push`` and ``pull``: a layout meets a registry."""
+"""``push``, ``pull``, ``login``, ``logout``: a layout meets a registry."""
 
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -16,7 +17,7 @@ from layouttool.cli._common import (
     progress,
     summary,
 )
-from layouttool.model import Platform
+from layouttool.ops.login import login, logout
 from layouttool.ops.remote import pull_image, push_image
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,12 +37,21 @@ def _tls_verify(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
         ctx.meta["layouttool.insecure"] = True
 
 
-def _remote_options(f: F) -> F:
+def _connection_options(f: F) -> F:
+    """How to reach a registry: TLS, credentials (every command that talks to one)."""
     f = click.option(
-        "--creds",
-        metavar="USER:PASSWORD",
-        callback=_creds,
-        help="Credentials (default: from REGISTRY_AUTH_FILE, auth.json or ~/.docker/config.json).",
+        "--authfile",
+        metavar="FILE",
+        type=click.Path(dir_okay=False),
+        help="Auth file searched first (default: $REGISTRY_AUTH_FILE, else "
+        "$XDG_RUNTIME_DIR/containers/auth.json; see README, Registries).",
+    )(f)
+    f = click.option(
+        "--cert-dir",
+        metavar="DIR",
+        type=click.Path(file_okay=False),
+        help="CA certificates (*.crt) and a client certificate (*.cert + *.key) for the "
+        "registry (default: /etc/containers/certs.d/HOST:PORT, /etc/docker/certs.d/HOST:PORT).",
     )(f)
     f = click.option(
         "--tls-verify",
@@ -51,10 +61,21 @@ def _remote_options(f: F) -> F:
         callback=_tls_verify,
         help="--tls-verify=false is --insecure (skopeo's spelling).",
     )(f)
-    f = click.option(
+    return click.option(
         "--insecure",
         is_flag=True,
         help="Speak plain HTTP (loopback and test registries only).",
+    )(f)
+
+
+def _remote_options(f: F) -> F:
+    f = _connection_options(f)
+    f = click.option(
+        "--creds",
+        metavar="USER:PASSWORD",
+        callback=_creds,
+        help="Credentials (default: from the auth files and credential helpers; see README, "
+        "Registries).",
     )(f)
     f = click.option(
         "--retries",
@@ -73,6 +94,13 @@ def _remote_options(f: F) -> F:
     )(f)
 
 
+def _connection(options: dict[str, Any]) -> dict[str, Any]:
+    """The connection options as ops keyword arguments (``--tls-verify=false`` is insecure)."""
+    meta = click.get_current_context().meta
+    options["insecure"] = bool(options.get("insecure") or meta.get("layouttool.insecure"))
+    return options
+
+
 @click.command("push")
 @click.argument("image")
 @click.argument("destination", metavar="REGISTRY/REPO[:TAG|@DIGEST]")
@@ -85,14 +113,7 @@ def _remote_options(f: F) -> F:
 @_remote_options
 @json_option
 def push_cmd(
-    image: str,
-    destination: str,
-    mount_from: str | None,
-    creds: tuple[str, str] | None,
-    insecure: bool,
-    retries: int,
-    jobs: int,
-    as_json: bool,
+    image: str, destination: str, mount_from: str | None, as_json: bool, **remote: Any
 ) -> None:
     """Upload IMAGE (an image, or a multi-platform index with every child) to a registry.
 
@@ -103,20 +124,13 @@ def push_cmd(
     Examples:
       layouttool push ./oci:app:1.0 registry.example.com/team/app:1.0
       layouttool push ./oci:app 127.0.0.1:5000/app:latest --insecure
+      layouttool push ./oci:app reg.example:5000/app:1 --cert-dir ./certs
       layouttool push ./oci:app ghcr.io/me/app:1.0 --creds "me:$TOKEN"
       layouttool push ./oci:app reg.example/team/app:2 --mount-from team/base
     """
-    insecure = insecure or bool(click.get_current_context().meta.get("layouttool.insecure"))
-    with progress() as prog:
+    with progress(debug_is_verbose=True) as prog:
         res = push_image(
-            image,
-            destination,
-            insecure=insecure,
-            creds=creds,
-            jobs=jobs,
-            mount_from=mount_from,
-            retries=retries,
-            progress=prog,
+            image, destination, mount_from=mount_from, progress=prog, **_connection(remote)
         )
     emit(res, as_json, lambda: None)
     summary(
@@ -146,18 +160,7 @@ def push_cmd(
 @platform_option
 @_remote_options
 @json_option
-def pull_cmd(
-    source: str,
-    layout: str,
-    ref_name: str | None,
-    all_platforms: bool,
-    platform: Platform | None,
-    creds: tuple[str, str] | None,
-    insecure: bool,
-    retries: int,
-    jobs: int,
-    as_json: bool,
-) -> None:
+def pull_cmd(source: str, layout: str, as_json: bool, **options: Any) -> None:
     """Fetch an image from a registry into an OCI layout and tag it.
 
     Every blob is verified (digest and size) while it streams in; a mismatch is exit 5 and
@@ -168,25 +171,80 @@ def pull_cmd(
     Examples:
       layouttool pull docker.io/library/busybox:latest -o ./oci
       layouttool pull 127.0.0.1:5000/app:1.0 -o ./oci --insecure --ref app:1.0
+      layouttool pull reg.example:5000/app:1 -o ./oci --cert-dir ./certs
       layouttool pull ghcr.io/me/app:1.0 -o ./oci --all-platforms
     """
-    insecure = insecure or bool(click.get_current_context().meta.get("layouttool.insecure"))
-    with progress() as prog:
-        res = pull_image(
-            source,
-            layout,
-            platform=platform,
-            all_platforms=all_platforms,
-            ref_name=ref_name,
-            insecure=insecure,
-            creds=creds,
-            jobs=jobs,
-            retries=retries,
-            progress=prog,
-        )
+    with progress(debug_is_verbose=True) as prog:
+        res = pull_image(source, layout, progress=prog, **_connection(options))
     emit(res, as_json, lambda: None)
     summary(
         f"pulled {res.source} -> {res.destination} ({res.digest}): "
         f"{res.blobs_transferred} blob(s) fetched, {res.blobs_skipped} already there, "
         f"{human_size(res.bytes_transferred)} in {res.seconds:.1f}s"
     )
+
+
+def _password(username: str | None, password_stdin: bool) -> tuple[str, str]:
+    """The user name and password: from the options and stdin, or prompted on a terminal."""
+    stdin = sys.stdin
+    if password_stdin:
+        if not username:
+            raise click.UsageError("--password-stdin needs --username")
+        return username, stdin.read().removesuffix("\n").removesuffix("\r")
+    if not stdin.isatty():
+        raise click.UsageError("give the password on stdin with --password-stdin")
+    user = username or str(click.prompt("Username", err=True))
+    return user, str(click.prompt("Password", hide_input=True, err=True))
+
+
+@click.command("login")
+@click.argument("registry", metavar="REGISTRY[/NAMESPACE]")
+@click.option("-u", "--username", metavar="USER", help="User name (prompted on a terminal).")
+@click.option(
+    "--password-stdin", is_flag=True, help="Read the password from stdin (the whole input)."
+)
+@_connection_options
+@json_option
+def login_cmd(
+    registry: str, username: str | None, password_stdin: bool, as_json: bool, **conn: Any
+) -> None:
+    """Check credentials against a registry, then keep them for push and pull.
+
+    Kept as skopeo login keeps them: through the credential helper the auth file names for the
+    registry (credHelpers, credsStore), else in that file (--authfile, $REGISTRY_AUTH_FILE,
+    else $XDG_RUNTIME_DIR/containers/auth.json), written 0600.
+
+    \b
+    Examples:
+      layouttool login reg.example:5000 -u ci --password-stdin --cert-dir ./certs < pw.txt
+      layouttool login reg.example -u me --authfile ~/.docker/config.json
+      echo "$TOKEN" | layouttool login ghcr.io -u me --password-stdin
+    """
+    user, password = _password(username, password_stdin)
+    with progress(debug_is_verbose=True) as prog:
+        res = login(registry, user, password, progress=prog, **_connection(conn))
+    emit(res, as_json, lambda: None)
+    summary(f"logged in to {res.registry} as {res.username}: kept in {res.location}")
+
+
+@click.command("logout")
+@click.argument("registry", metavar="REGISTRY[/NAMESPACE]")
+@click.option(
+    "--authfile",
+    metavar="FILE",
+    type=click.Path(dir_okay=False),
+    help="The auth file to edit (default: $REGISTRY_AUTH_FILE, else "
+    "$XDG_RUNTIME_DIR/containers/auth.json).",
+)
+@json_option
+def logout_cmd(registry: str, authfile: str | None, as_json: bool) -> None:
+    """Forget a registry's credentials where login keeps them (exit 3 when there were none).
+
+    \b
+    Examples:
+      layouttool logout ghcr.io
+      layouttool logout reg.example:5000 --authfile ./auth.json
+    """
+    res = logout(registry, authfile=authfile)
+    emit(res, as_json, lambda: None)
+    summary(f"logged out of {res.registry}: removed from {res.location}")

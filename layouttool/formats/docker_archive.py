@@ -10,9 +10,10 @@ Forms (PEERS.md section 4 item 11):
   moby#47210; missing entries, moby#51389), so ``manifest.json`` is the truth. Docker lists every
   layer in ``LayerSources`` with a plain OCI layer type, so only a non-distributable media type
   there marks a foreign layer;
-* pre-1.10 (``repositories`` + ``<id>/json`` chain, no ``manifest.json``): refused with a clear
-  message. Docker itself dropped that loader in 2025 (API 1.52) and no peer reads it; importing
-  it would mean synthesising a config whose digest matches nothing the user has seen.
+* pre-1.10, image format V1 (``repositories`` + ``<id>/json`` chains, no ``manifest.json``):
+  :mod:`layouttool.formats.docker_v1` reads the chains and :mod:`layouttool.v1config` makes
+  each image's config as Docker 1.10's migration did (so its digest is the image ID
+  ``docker load`` gave). Docker dropped that loader in 2025 (API 1.52) and no peer reads it.
 
 This module only interprets; :mod:`layouttool.ops.importer` moves the bytes.
 """
@@ -28,7 +29,6 @@ from layouttool.digest import Digest
 from layouttool.errors import (
     IntegrityError,
     InvalidInputError,
-    UnsupportedError,
 )
 from layouttool.formats._tar import MemberIndex, clean_ref
 from layouttool.model import Descriptor, parse_json
@@ -41,7 +41,7 @@ OCI_LAYOUT: Final = "oci-layout"
 #: members read into memory by name whatever they hold (all capped at model.JSON_CAP)
 META_MEMBERS: Final = frozenset({MANIFEST_JSON, REPOSITORIES, OCI_INDEX, OCI_LAYOUT})
 
-Form = Literal["docker-save", "oci-archive"]
+Form = Literal["docker-save", "docker-save-v1", "oci-archive"]
 
 _BLOB_PATH_RE = re.compile(r"blobs/([a-z0-9]+)/([a-f0-9]+)")
 _HEX_JSON_RE = re.compile(r"(?:.*/)?([a-f0-9]{64})\.json")
@@ -53,21 +53,24 @@ _REPO_RE = re.compile(
 
 
 def detect_form(index: MemberIndex, what: str) -> Form:
-    """Which kind of archive ``index`` is: a docker save (any form with manifest.json) or an
-    OCI archive. Refuses the pre-1.10 form and anything else with a clear message."""
+    """Which kind of archive ``index`` is: a docker save with manifest.json, a pre-1.10 save
+    (``repositories`` and ``<id>/json`` layers), or an OCI archive."""
     if MANIFEST_JSON in index:
         return "docker-save"
     if OCI_INDEX in index and OCI_LAYOUT in index:
         return "oci-archive"
-    if REPOSITORIES in index:
-        raise UnsupportedError(
-            f"{what}: a pre-Docker-1.10 save (only 'repositories' and <id>/json, no "
-            "manifest.json); this legacy form is not supported (Docker itself stopped reading "
-            "it in 2025). Load it into an older Docker and save it again"
-        )
+    if REPOSITORIES in index or has_v1_layers(index):
+        return "docker-save-v1"
     raise InvalidInputError(
-        f"{what}: neither a docker save tarball (no manifest.json) nor an OCI archive "
-        "(no index.json and oci-layout)"
+        f"{what}: neither a docker save tarball (no manifest.json, nor repositories and "
+        "<id>/json layers) nor an OCI archive (no index.json and oci-layout)"
+    )
+
+
+def has_v1_layers(index: MemberIndex) -> bool:
+    """True when some folder holds both ``json`` and ``layer.tar`` (a V1 layer)."""
+    return any(
+        name.endswith("/json") and f"{name[:-4]}layer.tar" in index for name in index.members
     )
 
 

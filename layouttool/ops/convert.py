@@ -679,8 +679,11 @@ class _Converter:
             diff_ids.append(res.diff_id)
             old = BlobRef(str(job.digest), job.size or 0, mt.MT_DOCKER_LAYER_GZIP)
             changes.append(LayerChange(old, BlobRef.of(new), str(res.diff_id), res.recompressed))
-        cfg = synthesize_config(plan.s1, diff_ids)
-        config = self._put(cfg, mt.config_type(docker=plan.docker), "upgraded config")
+        # raw bytes, not a dict: they are Docker's, so the digest is the image ID it gave
+        info = self.dst.put_bytes(synthesize_config(plan.s1, diff_ids))
+        self.blobs_written += 1
+        self.bytes_out += info.size
+        config = info.descriptor(mt.config_type(docker=plan.docker))
         doc = make_manifest_doc(
             media_type=mt.manifest_type(docker=plan.docker), config=config, layers=layers
         )

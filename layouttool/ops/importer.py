@@ -67,6 +67,7 @@ from layouttool.formats.docker_archive import (
     detect_form,
     parse_manifest_json,
 )
+from layouttool.formats.docker_v1 import read_v1_save
 from layouttool.formats.oci_archive import OciPlan, blob_member, plan_oci_archive
 from layouttool.layers import PendingLayer, spool_layer
 from layouttool.lazy import DEFAULT_CHUNK_SIZE, LazyFormat, LazyOptions, parse_target
@@ -85,6 +86,7 @@ from layouttool.ops.layout import place_ref, ref_descriptor
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.refs import normalize_docker_name
 from layouttool.store import BlobInfo, BlobWriter, Layout
+from layouttool.v1config import make_config
 
 #: total bytes of small (JSON-like) members a stream import keeps in memory
 STREAM_MEMORY_CAP: Final = 64 << 20
@@ -152,7 +154,8 @@ class ImportResult:
 
     source: str
     layout: str
-    #: ``docker-save`` (any form with manifest.json) or ``oci-archive``
+    #: ``docker-save`` (any form with manifest.json), ``docker-save-v1`` (Docker <= 1.9) or
+    #: ``oci-archive``
     source_format: str
     #: compression of the whole tarball (``none``, ``gzip``, ``zstd``, ``xz``, ``bzip2``)
     source_compression: str
@@ -339,6 +342,10 @@ def _spool(
             lazy=opts.lazy,
             lazy_options=opts.lazy_options,
         )
+        if raw_writer is not None:
+            # the member has been read to its end: close the copy now, so that a stream with
+            # thousands of such members holds no descriptor per member until manifest.json
+            raw_writer.seal()
     except BaseException:
         if raw_writer is not None:
             raw_writer.abort()
@@ -775,6 +782,8 @@ def _import(
     try:
         if form == "docker-save":
             _plan_docker(archive, layout, opts, wanted, plan)
+        elif form == "docker-save-v1":
+            notes += _plan_v1(archive, layout, opts, wanted, plan)
         else:
             _plan_oci(archive, layout, opts, wanted, plan)
             if opts.target is not Compression.GZIP or opts.docker:
@@ -890,16 +899,7 @@ def _plan_docker(
                     f"the config's diff_id is {diff_id}"
                 )
             plan.layers[value] = sp.pending
-            slots.append(
-                _LayerSlot(
-                    mt.layer_media_type(sp.pending.compression, docker=opts.docker),
-                    sp.pending.diff_id,
-                    member=value,
-                    recompressed=sp.pending.compression is not sp.pending.source_compression
-                    or sp.pending.lazy is not None,
-                    annotations=tuple(sp.pending.annotations.items()),
-                )
-            )
+            slots.append(_spooled_slot(sp.pending, value, opts))
         if any(sl.diff_id != d for sl, d in zip(slots, cfg.diff_ids, strict=True)):
             # eStargz layers: the tar gained a TOC and a landmark, so the config is rewritten
             doc = dict(cfg.doc)
@@ -921,6 +921,94 @@ def _plan_docker(
                 tags=tags,
             )
         )
+
+
+#: what an OCI config must name and a V1 JSON may lack (Docker <= 1.9 ran on linux/amd64)
+_V1_PLATFORM_DEFAULTS: Final = {"os": "linux", "architecture": "amd64"}
+
+
+def _plan_v1(
+    archive: _Archive, layout: Layout, opts: _Options, wanted: list[str], plan: _Commit
+) -> list[str]:
+    """Plan the images of a pre-1.10 save: one per tag target or untagged head, its config
+    made from the chain as Docker 1.10's migration made it (see :mod:`layouttool.v1config`)."""
+    what = archive.what
+    index = archive.index
+
+    def read(path: str, w: str) -> bytes:
+        return archive.read_small(index.resolve(path, w), w)
+
+    chains = read_v1_save(index, read, what)
+    # an --image value matches a tag, or (12+ hex digits) the top layer's V1 ID that
+    # `docker images` showed before 1.10
+    entries = [
+        (
+            ArchiveImage(i, f"{c.top.id}/json", tuple(la.layer_path for la in c.layers), c.tags),
+            Digest("sha256", c.top.id),
+        )
+        for i, c in enumerate(chains)
+    ]
+    selected = _select_images(entries, wanted, what)
+    # every path is resolved (hostile links refused) before the first layer is read
+    members: dict[str, str] = {}
+    for img, _tags in selected:
+        for lpath in img.layer_paths:
+            if lpath not in members:
+                members[lpath] = index.resolve(lpath, f"{what}: layer {lpath!r}").name
+    archive.spool_members(layout, list(members.values()), opts)
+
+    notes: list[str] = []
+    for img, tags in selected:
+        chain = chains[img.position]
+        w = f"{what}: image {', '.join(t.ref for t in tags) or chain.top.id[:12]}"
+        slots: list[_LayerSlot] = []
+        for layer in chain.layers:
+            name = members[layer.layer_path]
+            sp = archive.spooled[name]
+            if sp.error is not None:
+                raise sp.error
+            assert sp.pending is not None
+            plan.layers[name] = sp.pending
+            slots.append(_spooled_slot(sp.pending, name, opts))
+        cfg = make_config(
+            chain.top.raw,
+            [slot.diff_id for slot in slots],
+            [layer.image.history() for layer in chain.layers],
+            f"{what}: {chain.top.id}/json",
+            platform_default=_V1_PLATFORM_DEFAULTS.get,
+        )
+        if cfg.defaults:
+            notes.append(
+                f"{w}: the V1 JSON names no {' or '.join(d.split('=')[0] for d in cfg.defaults)}; "
+                f"wrote {', '.join(cfg.defaults)} (an OCI config requires them), so the image "
+                "ID differs from the one Docker gave"
+            )
+        digest = Digest.of_bytes(cfg.raw)
+        plan.small[digest] = cfg.raw
+        plan.images.append(
+            _ImagePlan(
+                media_type=mt.manifest_type(docker=opts.docker),
+                config=Descriptor(
+                    media_type=mt.config_type(docker=opts.docker), digest=digest, size=len(cfg.raw)
+                ),
+                layers=tuple(slots),
+                platform=parse_config(cfg.raw, f"{w} config {digest}").platform,
+                tags=tags,
+            )
+        )
+    return notes
+
+
+def _spooled_slot(pending: PendingLayer, member: str, opts: _Options) -> _LayerSlot:
+    """The manifest slot of a layer spooled from ``member``."""
+    return _LayerSlot(
+        mt.layer_media_type(pending.compression, docker=opts.docker),
+        pending.diff_id,
+        member=member,
+        recompressed=pending.compression is not pending.source_compression
+        or pending.lazy is not None,
+        annotations=tuple(pending.annotations.items()),
+    )
 
 
 def _plan_oci(
@@ -1023,6 +1111,9 @@ def _copy_raw(
                     task.advance(len(chunk))
             if hashed.digest() != digest:
                 raise IntegrityError(f"{what}: content hashes to {hashed.digest()}, not its digest")
+            # closed until the commit: an archive of thousands of blobs must not hold one
+            # descriptor per blob (the open-files limit is often 1024)
+            bw.seal()
         except BaseException:
             bw.abort()
             raise

@@ -9,6 +9,7 @@ user did not ask for either.
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -125,12 +126,39 @@ def _mount_source(entry: Descriptor, dest: RemoteRef) -> str | None:
     return None
 
 
+def open_client(
+    ref: RemoteRef,
+    *,
+    insecure: bool = False,
+    creds: tuple[str, str] | None = None,
+    cert_dir: str | os.PathLike[str] | None = None,
+    authfile: str | os.PathLike[str] | None = None,
+    retries: int = 5,
+    progress: Progress = NULL_PROGRESS,
+) -> Client:
+    """A client of ``ref``'s registry: TLS from ``cert_dir`` (or the registry's certs.d
+    directory), credentials ``creds`` or looked up (``authfile`` first); what ``-v`` shows and
+    the lookup's warnings go to ``progress``."""
+    return Client(
+        ref.registry,
+        insecure=insecure,
+        creds=creds,
+        cert_dir=cert_dir,
+        authfile=authfile,
+        repository=ref.repository,
+        notes=progress.note,
+        retries=retries,
+    )
+
+
 def push_image(
     image: str,
     destination: str,
     *,
     insecure: bool = False,
     creds: tuple[str, str] | None = None,
+    cert_dir: str | os.PathLike[str] | None = None,
+    authfile: str | os.PathLike[str] | None = None,
     jobs: int = 4,
     mount_from: str | None = None,
     retries: int = 5,
@@ -152,7 +180,15 @@ def push_image(
     source_repo = _mount_source(sel.entry, dest)
     if mount_from:
         source_repo = RemoteRef.parse(f"{dest.registry}/{mount_from}").repository
-    with Client(dest.registry, insecure=insecure, creds=creds, retries=retries) as client:
+    with open_client(
+        dest,
+        insecure=insecure,
+        creds=creds,
+        cert_dir=cert_dir,
+        authfile=authfile,
+        retries=retries,
+        progress=progress,
+    ) as client:
         return _push(image, sel, dest, client, jobs, source_repo, progress, start)
 
 
@@ -291,6 +327,8 @@ def pull_image(
     ref_name: str | None = None,
     insecure: bool = False,
     creds: tuple[str, str] | None = None,
+    cert_dir: str | os.PathLike[str] | None = None,
+    authfile: str | os.PathLike[str] | None = None,
     jobs: int = 4,
     retries: int = 5,
     progress: Progress = NULL_PROGRESS,
@@ -305,7 +343,15 @@ def pull_image(
     """
     start = time.monotonic()
     ref = RemoteRef.parse(source)
-    with Client(ref.registry, insecure=insecure, creds=creds, retries=retries) as client:
+    with open_client(
+        ref,
+        insecure=insecure,
+        creds=creds,
+        cert_dir=cert_dir,
+        authfile=authfile,
+        retries=retries,
+        progress=progress,
+    ) as client:
         return _pull(
             client,
             ref,

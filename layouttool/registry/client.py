@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import threading
 import time
 import urllib.parse
@@ -33,7 +34,7 @@ from layouttool.codec import Reader
 from layouttool.digest import Digest
 from layouttool.errors import IntegrityError, InvalidInputError, LayoutToolError
 from layouttool.registry.auth import Authenticator, parse_challenge
-from layouttool.registry.credentials import find_credentials
+from layouttool.registry.credentials import Credentials, lookup
 from layouttool.registry.errors import (
     AuthError,
     NotFoundRegistryError,
@@ -42,6 +43,7 @@ from layouttool.registry.errors import (
     clean,
 )
 from layouttool.registry.reference import api_host
+from layouttool.registry.tls import TLSFiles, load_tls_files
 from layouttool.registry.transport import Body, Response, Target, Transport
 
 #: uploads larger than this go in PATCH chunks of this size (read at call time: tests lower it)
@@ -64,7 +66,12 @@ _REDIRECTS: Final = (301, 302, 303, 307, 308)
 class Client:
     """A client of one registry (thread-safe: one connection per thread and origin).
 
-    ``retries`` bounds the retries of one request (and of one blob upload); ``backoff`` is
+    ``cert_dir`` is the directory of CA files and client certificate (default: the registry's
+    certs.d directory, see :mod:`~layouttool.registry.tls`). Without ``creds`` they are looked
+    up (:func:`~layouttool.registry.credentials.lookup`, with ``authfile`` and ``repository``);
+    ``notes`` receives what ``-v`` shows (TLS directory, proxy, where the credentials came
+    from; never a secret) and the warnings of the lookup. ``retries`` bounds the retries of
+    one request (and of one blob upload); ``backoff`` is
     the first wait in seconds (doubled each time, jittered, at most ``max_wait``); ``sleep``
     is how to wait (injectable so tests need not).
     """
@@ -74,20 +81,27 @@ class Client:
         registry: str,
         *,
         insecure: bool = False,
-        creds: tuple[str, str] | None = None,
+        creds: Credentials | tuple[str, str] | None = None,
+        cert_dir: str | os.PathLike[str] | None = None,
+        authfile: str | os.PathLike[str] | None = None,
+        repository: str | None = None,
+        notes: Callable[[str], None] | None = None,
         retries: int = 5,
         timeout: float = 120.0,
         backoff: float | None = None,
         max_wait: float | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        note = notes or (lambda _message: None)
         self.registry = registry
         self.host = api_host(registry)
         self.insecure = insecure
+        tls = TLSFiles(None) if insecure else load_tls_files(registry, cert_dir)
         self.transport = Transport(
             registry,
             self.host,
             insecure=insecure,
+            tls=tls,
             retries=retries,
             timeout=timeout,
             backoff=backoff,
@@ -95,18 +109,34 @@ class Client:
             sleep=sleep,
         )
         self.scheme = self.transport.scheme
-        self.auth = Authenticator(
-            self.transport,
-            creds if creds is not None else find_credentials(registry),
-            insecure=insecure,
+        note(f"{registry}: " + ("plain HTTP (--insecure)" if insecure else tls.describe()))
+        if (proxy := self.transport.proxy(self.scheme, self.host)) is not None:
+            note(f"{registry}: through proxy {proxy.display}")
+        if creds is None:
+            found = lookup(registry, repository, authfile=authfile)
+            for warning in found.warnings:
+                note(warning)
+            creds = found.credentials
+        elif isinstance(creds, tuple):
+            creds = Credentials(creds[0], creds[1], source="--creds")
+        note(
+            f"{registry}: credentials from {creds.source or 'the caller'}"
+            if creds is not None
+            else f"{registry}: no credentials found (anonymous)"
         )
+        self.auth = Authenticator(self.transport, creds, insecure=insecure)
         self._lock = threading.Lock()
         self._uploaded = 0
 
     @property
     def creds(self) -> tuple[str, str] | None:
-        """The credentials in use (None: anonymous)."""
+        """The user name and password in use (None: anonymous, or an identity token)."""
         return self.auth.creds
+
+    @property
+    def credentials(self) -> Credentials | None:
+        """The credentials in use (None: anonymous)."""
+        return self.auth.credentials
 
     @property
     def retries(self) -> int:
@@ -227,7 +257,7 @@ class Client:
             f" ({detail})" if detail else ""
         )
         if resp.status in (401, 403):
-            if self.creds is None:
+            if self.credentials is None:
                 return AuthError(msg + "; no credentials were given (--creds, docker login)")
             return AuthError(msg + "; check the credentials and their rights on the repository")
         if resp.status == 404:

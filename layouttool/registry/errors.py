@@ -33,10 +33,30 @@ class NotFoundRegistryError(NotFoundError, RegistryError):
     kind = "not-found"
 
 
+class TLSError(RegistryError):
+    """The TLS handshake with a registry (or a host it sent us to) failed: never retried."""
+
+    kind = "tls"
+
+
+class ProxyError(RegistryError):
+    """The proxy refused to carry a request (or its configuration is unusable)."""
+
+    kind = "proxy"
+
+
 def clean(text: str, limit: int = 300) -> str:
     """Registry-supplied text made safe for one terminal line (no escapes, no newlines)."""
     text = " ".join(_CONTROL.sub(" ", text).split())
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
-__all__ = ["AuthError", "NotFoundRegistryError", "RegistryError", "TransientError", "clean"]
+__all__ = [
+    "AuthError",
+    "NotFoundRegistryError",
+    "ProxyError",
+    "RegistryError",
+    "TLSError",
+    "TransientError",
+    "clean",
+]
