@@ -69,6 +69,9 @@ ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: Final = "io.containers.estargz.uncompressed-siz
 #: stargz-snapshotter and podman 4 (``io.containers.zstd-chunked.`` manifest-checksum,
 #: manifest-position; ``io.containers.estargz.uncompressed-size``;
 #: ``containerd.io/snapshot/stargz/`` toc.digest, layer.digest)
+#: on an index entry (containers/image, ``--add-compression``): this instance's layers are zstd;
+#: false once they are recompressed to anything else
+ANNOT_INSTANCE_ZSTD: Final = "io.github.containers.compression.zstd"
 BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
     "containerd.io/snapshot/stargz/",
     "io.github.containers.zstd-chunked.",
