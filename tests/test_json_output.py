@@ -29,6 +29,7 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
+    "new", "append", "config", "repack",
     "export", "diff",
     "login", "logout",
 )
@@ -352,3 +353,20 @@ def test_errors_go_to_stderr_with_the_exit_code(
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("layouttool: error: "), res.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tar").exists()
+
+
+# ----------------------------------------------------------------------------- build commands
+def test_new_append_config_json(tmp_path: Path) -> None:
+    layout = tmp_path / "oci"
+    doc = run_json("new", f"{layout}:img")
+    assert doc["layoutCreated"] is True and doc["ref"] == "img"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("f")
+    doc = run_json("append", f"{layout}:img", src)
+    assert doc["action"] == "moved" and len(doc["layers"]) == 1
+    assert blob(layout, doc["layers"][0]["digest"]).stat().st_size == doc["layers"][0]["size"]
+    assert {e["digest"] for e in index_entries(layout)} == {doc["digest"]}
+    doc = run_json("config", f"{layout}:img", "--env", "A=1", "--tag", "img:2")
+    assert doc["changed"] == ["Env"] and doc["ref"] == "img:2"
+    assert verify_layout(layout).ok
