@@ -818,3 +818,37 @@ def test_stacked_whiteout_layers_unpack_as_the_gzip_original(tmp_path: Path, fmt
     a, b = snapshot(tmp_path / "u-gzip", owners=False), snapshot(tmp_path / "u-lazy", owners=False)
     assert diff(a, b) == []
     assert "foobar" in a and "foo/.abc" not in a  # the steps did whiteout and opaque work
+
+
+# ---------------------------------------------------------------------------------- build
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_append_and_repack_write_lazy_layers(tmp_path: Path, fmt: str) -> None:
+    from treeutil import diff, snapshot
+
+    from layouttool.ops.new import new_image
+
+    layout = tmp_path / "oci"
+    new_image(f"{layout}:base")
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (src / "big.bin").write_bytes(random.Random(3).randbytes(200_000))
+    r = run_cli("append", f"{layout}:base", src, "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(layout).ok
+    ins = json.loads(run_cli("inspect", f"{layout}:base", "--json").stdout)
+    assert [layer["lazy"] for layer in ins["layers"]] == [fmt]
+    r = run_cli("unpack", f"{layout}:base", tmp_path / "u", "--rootless")
+    assert r.code == 0, r.stderr
+    assert diff(snapshot(src, owners=False), snapshot(tmp_path / "u", owners=False)) == []
+    # edit the unpacked tree and repack it as one more lazy layer
+    (tmp_path / "u" / "etc" / "motd").write_text("hi\n")
+    r = run_cli("repack", f"{layout}:base", tmp_path / "u", "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(layout).ok
+    ins = json.loads(run_cli("inspect", f"{layout}:base", "--json").stdout)
+    assert [layer["lazy"] for layer in ins["layers"]] == [fmt, fmt]
+    r = run_cli("unpack", f"{layout}:base", tmp_path / "u2", "--rootless")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "u2" / "etc" / "motd").read_text() == "hi\n"
+    assert not (tmp_path / "u2" / "stargz.index.json").exists()
