@@ -156,13 +156,20 @@ def add_layer(
 
 
 def manifest_with(
-    doc: Mapping[str, Any], *, config: Descriptor, add: tuple[Descriptor, ...] = ()
+    doc: Mapping[str, Any],
+    *,
+    config: Descriptor,
+    add: tuple[Descriptor, ...] = (),
+    layers: tuple[Descriptor, ...] | None = None,
 ) -> dict[str, Any]:
-    """The manifest ``doc`` pointing at a new ``config`` and with the layers ``add`` appended
-    (everything else, annotations and ``subject`` included, kept)."""
+    """The manifest ``doc`` pointing at a new ``config`` and with the layers ``add`` appended,
+    or its layers replaced by ``layers`` (``flatten``); everything else, annotations and
+    ``subject`` included, kept."""
     out = dict(doc)
     out["config"] = patch_descriptor(_obj(out.get("config"), "manifest config"), config)
-    if add or "layers" in out:
+    if layers is not None:
+        out["layers"] = [d.to_json() for d in (*layers, *add)]
+    elif add or "layers" in out:
         out["layers"] = [*_list(out.get("layers"), "manifest layers"),
                          *(d.to_json() for d in add)]
     return out

@@ -30,7 +30,7 @@ JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
     "new", "append", "config", "repack",
-    "export", "diff",
+    "export", "diff", "flatten", "attach",
     "login", "logout",
 )
 
@@ -256,6 +256,27 @@ def test_diff_json(imported: Path) -> None:
     layers = run_json("diff", ref, "--layers")
     assert [la["index"] for la in layers["layers"]] == list(range(1, len(layers["layers"]) + 1))
     assert layers["fileBytes"] == sum(la["fileBytes"] for la in layers["layers"])
+
+
+def test_flatten_json(imported: Path) -> None:
+    need("flatten")
+    ref = sample_tags()[0]
+    doc = run_json("flatten", f"{imported}:{ref}", "--tag", "flat")
+    assert doc["ref"] == "flat" and doc["action"] == "tagged"
+    assert [e["digest"] for e in index_entries(imported) if e.get("annotations", {}).get(
+        "org.opencontainers.image.ref.name") == "flat"] == [doc["digest"]]
+    assert blob(imported, doc["layer"]["digest"]).stat().st_size == doc["layer"]["size"]
+
+
+def test_attach_json(imported: Path, tmp_path: Path) -> None:
+    need("attach")
+    note = tmp_path / "note.txt"
+    note.write_text("hello\n")
+    doc = run_json("attach", f"{imported}:{sample_tags()[0]}", note,
+                   "--artifact-type", "text/plain")
+    assert doc["layers"][0]["annotations"] == {"org.opencontainers.image.title": "note.txt"}
+    assert doc["digest"] in [e["digest"] for e in index_entries(imported)]
+    assert json.loads(blob(imported, doc["digest"]).read_bytes())["subject"] == doc["subject"]
 
 
 def test_to_docker_save_json(imported: Path, tmp_path: Path) -> None:

@@ -36,6 +36,8 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "repack": ("cmd_build", "repack_cmd", "Build"),
     "export": ("cmd_merge", "export_cmd", "Import and export"),
     "diff": ("cmd_merge", "diff_cmd", "Layouts"),
+    "flatten": ("cmd_merge", "flatten_cmd", "Transform"),
+    "attach": ("cmd_artifact", "attach_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
     "login": ("cmd_remote", "login_cmd", "Registries"),

@@ -161,17 +161,19 @@ def commit(
     config_doc: dict[str, Any],
     *,
     add_layers: tuple[Descriptor, ...] = (),
+    layers: tuple[Descriptor, ...] | None = None,
     tag: str | None = None,
 ) -> ImageUpdate:
-    """Store the new config and manifest of ``base`` (plus ``add_layers``, already stored), the
-    indexes above it, and point the ref at the result. Hold ``layout.writing()``."""
+    """Store the new config and manifest of ``base`` (plus ``add_layers``, already stored; or
+    with its layers replaced by ``layers``), the indexes above it, and point the ref at the
+    result. Hold ``layout.writing()``."""
     layout = base.layout
     cfg_desc = store_document(layout, config_doc, base.manifest.config.media_type,
                               "new config")
     man_doc = dict(base.manifest.doc)
     man_desc = store_document(
         layout,
-        manifest_with(man_doc, config=cfg_desc, add=add_layers),
+        manifest_with(man_doc, config=cfg_desc, add=add_layers, layers=layers),
         base.manifest.media_type,
         "new manifest",
     )

@@ -53,6 +53,7 @@ from layouttool.rootfs.tarread import (
     iter_members,
     open_stream,
 )
+from layouttool.rootfs.ustar import ustar_header
 
 
 class Source(Protocol):
@@ -129,13 +130,21 @@ class TarEntry:
 
     def header(self) -> bytes:
         """The entry's header blocks (PAX format), deterministic for equal fields."""
-        info = tarfile.TarInfo("./" if self.name == "." else self.name)
+        name = "./" if self.name == "." else self.name
+        size = self.size if self.type == tarfile.REGTYPE else 0
+        if not self.xattrs:
+            # the common case, without tarfile's cost: the very bytes tobuf gives
+            fast = ustar_header(name, self.type, self.mode, self.uid, self.gid, size,
+                                self.mtime, self.linkname, self.devmajor, self.devminor)
+            if fast is not None:
+                return fast
+        info = tarfile.TarInfo(name)
         info.type = self.type
         info.mode = self.mode & 0o7777
         info.uid = self.uid
         info.gid = self.gid
         info.mtime = self.mtime
-        info.size = self.size if self.type == tarfile.REGTYPE else 0
+        info.size = size
         info.linkname = self.linkname
         info.devmajor = self.devmajor
         info.devminor = self.devminor
