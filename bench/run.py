@@ -432,9 +432,83 @@ def build_plans(
                      size_path=g2 / "blobs",
                      prepare=functools.partial(image_with_orphans, g2, blayout)),
             ], Target(min_ratio=20), [blayout, ozst])
+
     export_cases(add, ours, peer, ogz, ref, work, tar_bytes, layers)
     lazy_plans(ours, peer, add, ogz, ozst, ref, work, tmpfs, tar_bytes)
+    # make and change images (issue 17), on the real image when make-real-image.sh built it
+    src_layout, src_ref = real_image_layout() or (ogz, ref)
+    build_rows(add, ours, peer, umoci, lt, src_layout, src_ref, tmpfs or work, runs)
     return plans
+
+
+def real_image_layout() -> tuple[Path, str] | None:
+    """The real image's ``oci-umoci`` layout and ref when ``make-real-image.sh`` finished
+    (``$LAYOUTTOOL_REAL_IMAGE_DIR``, default ``$TMPDIR/realimg``), else None."""
+    out = Path(os.environ.get("LAYOUTTOOL_REAL_IMAGE_DIR")
+               or Path(os.environ.get("TMPDIR", "/tmp")) / "realimg")
+    if (out / ".complete").is_file() and (out / "oci-umoci" / "index.json").is_file():
+        return out / "oci-umoci", "latest"
+    return None
+
+
+def build_rows(
+    add: Callable[..., None],
+    ours: Callable[..., Cmd],
+    peer: Callable[..., Cmd],
+    umoci: str | None,
+    lt: list[str],
+    src_layout: Path,
+    ref: str,
+    base: Path,
+    runs: int,
+) -> None:
+    """The rows of issue 17: ``repack`` after a one-file change of the image's unpacked tree
+    beside ``umoci repack`` on the same change, and ``append`` of a large directory (the
+    image's unpacked tree, gzip) beside ``umoci insert``. Each tool gets its own copy of the
+    layout and of the unpacked tree, made once before its first run (untimed); repack and
+    append leave both as they were, so later runs start from the same state."""
+    tree = base / "build-tree"
+    work = {side: base / f"build-{side}" for side in ("ours", "umoci")}
+    done: set[str] = set()
+
+    def one_file_change(rootfs: Path) -> None:
+        # an existing file of the image, or a new one when it has none
+        target = rootfs / "etc" / "os-release"
+        if not target.is_file():
+            target = rootfs / "etc" / "layouttool-bench"
+        with target.open("a") as f:
+            f.write("# changed by make bench\n")
+
+    def setup(side: str) -> None:
+        if not tree.exists():  # the large directory append adds (either side may come first)
+            subprocess.run([*lt, "unpack", f"{src_layout}:{ref}", str(tree)], check=True)
+        if side in done:
+            return
+        d = work[side]
+        shutil.copytree(src_layout, d / "oci", symlinks=True)
+        if side == "ours":
+            subprocess.run([*lt, "unpack", f"{d / 'oci'}:{ref}", str(d / "rootfs")], check=True)
+            one_file_change(d / "rootfs")
+        else:
+            subprocess.run([umoci or "umoci", "unpack", "--image", f"{d / 'oci'}:{ref}",
+                            str(d / "bundle")], check=True, stdout=subprocess.DEVNULL)
+            one_file_change(d / "bundle" / "rootfs")
+        done.add(side)
+
+    o, u = work["ours"], work["umoci"]
+    add("repack one-file change", "build", None, [
+        ours("repack", [f"{o / 'oci'}:{ref}", str(o / "rootfs"), "--tag", "repacked"],
+             prepare=functools.partial(setup, "ours")),
+        peer("umoci", umoci, ["repack", "--image", f"{u / 'oci'}:repacked", str(u / "bundle")],
+             prepare=functools.partial(setup, "umoci")),
+    ], Target(), [], runs)
+    add("append large directory (gzip)", "build", None, [
+        ours("append", [f"{o / 'oci'}:{ref}", str(tree), "--prefix", "/big", "--tag", "appended"],
+             prepare=functools.partial(setup, "ours")),
+        peer("umoci", umoci, ["insert", "--image", f"{u / 'oci'}:{ref}", "--tag", "inserted",
+                              str(tree), "/big"],
+             prepare=functools.partial(setup, "umoci")),
+    ], Target(), [], runs)
 
 
 def export_cases(add: Callable[..., None], ours: Callable[..., Cmd], peer: Callable[..., Cmd],

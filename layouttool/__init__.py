@@ -66,11 +66,15 @@ from layouttool.errors import (
 if TYPE_CHECKING:
     from layouttool.digest import Digest
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.mutate import ConfigEdit
+    from layouttool.ops.append import AppendResult, append_layers
     from layouttool.ops.attach import AttachResult, attach_artifact
     from layouttool.ops.common import ResolvedImage, open_image
+    from layouttool.ops.config import ConfigResult, configure_image
     from layouttool.ops.convert import ConvertResult, convert_image
     from layouttool.ops.diff import ImageDiffResult, LayersDiffResult, diff_images, diff_layers
     from layouttool.ops.docker_save import ExportResult, export_docker_save
+    from layouttool.ops.edit import ImageUpdate
     from layouttool.ops.export_rootfs import RootfsExportResult, export_rootfs
     from layouttool.ops.flatten import FlattenResult, flatten_image
     from layouttool.ops.gc import GcResult, gc_layout
@@ -87,6 +91,8 @@ if TYPE_CHECKING:
         tag_image,
         untag_image,
     )
+    from layouttool.ops.new import NewResult, new_image
+    from layouttool.ops.repack import RepackResult, repack_image
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
     from layouttool.progress import Progress, Task
@@ -128,6 +134,16 @@ _LAZY: dict[str, str] = {
     "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
+    "ConfigEdit": "layouttool.mutate",
+    "ImageUpdate": "layouttool.ops.edit",
+    "NewResult": "layouttool.ops.new",
+    "new_image": "layouttool.ops.new",
+    "AppendResult": "layouttool.ops.append",
+    "append_layers": "layouttool.ops.append",
+    "ConfigResult": "layouttool.ops.config",
+    "configure_image": "layouttool.ops.config",
+    "RepackResult": "layouttool.ops.repack",
+    "repack_image": "layouttool.ops.repack",
     "RootfsExportResult": "layouttool.ops.export_rootfs",
     "export_rootfs": "layouttool.ops.export_rootfs",
     "FlattenResult": "layouttool.ops.flatten",
@@ -141,7 +157,10 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AppendResult",
     "AttachResult",
+    "ConfigEdit",
+    "ConfigResult",
     "ConflictError",
     "ConvertResult",
     "CorruptStreamError",
@@ -153,6 +172,7 @@ __all__ = [
     "IOFailure",
     "ImageConfig",
     "ImageDiffResult",
+    "ImageUpdate",
     "ImportResult",
     "Index",
     "InitResult",
@@ -166,10 +186,12 @@ __all__ = [
     "ListEntry",
     "ListResult",
     "Manifest",
+    "NewResult",
     "NotFoundError",
     "Platform",
     "Problem",
     "Progress",
+    "RepackResult",
     "ResolvedImage",
     "RootfsExportResult",
     "SizeLimitError",
@@ -180,7 +202,9 @@ __all__ = [
     "UnsupportedError",
     "VerifyResult",
     "__version__",
+    "append_layers",
     "attach_artifact",
+    "configure_image",
     "convert_image",
     "diff_images",
     "diff_layers",
@@ -192,7 +216,9 @@ __all__ = [
     "init_layout",
     "inspect_image",
     "list_images",
+    "new_image",
     "open_image",
+    "repack_image",
     "tag_image",
     "unpack_image",
     "untag_image",

@@ -36,3 +36,18 @@ def test_tutorial_runs(tmp_path: Path):
                         cwd=tmp_path, capture_output=True, text=True, check=True)
     refs = {i["ref"] for i in json.loads(ls.stdout)["images"]}
     assert "layouttool-sample:1.0" in refs
+    # the "build an image" part: what it made is there, and right
+    ls = subprocess.run([sys.executable, "-m", "layouttool", "ls", "oci", "--json"],
+                        cwd=tmp_path, capture_output=True, text=True, check=True)
+    refs = {i["ref"] for i in json.loads(ls.stdout)["images"]}
+    assert {"hello", "layouttool-sample:edited"} <= refs
+    for image, dest in (("oci:hello", "check-hello"),
+                        ("oci:layouttool-sample:edited", "check-edit")):
+        subprocess.run([sys.executable, "-m", "layouttool", "unpack", image, dest, "--rootless"],
+                       cwd=tmp_path, capture_output=True, check=True)
+    page = tmp_path / "check-hello" / "srv" / "www" / "index.html"
+    assert page.read_text() == "<h1>hello</h1>\n"
+    assert (tmp_path / "check-hello" / "bin" / "hello").is_file()
+    assert (tmp_path / "check-edit" / "etc" / "motd").read_text() == "edited\n"
+    assert not (tmp_path / "check-edit" / "bin").exists()
+    assert (tmp_path / "check-edit" / "etc" / "hello.txt").exists()
