@@ -14,7 +14,6 @@ Problems are what breaks integrity or a MUST; warnings are quirks that do not st
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -307,6 +306,9 @@ class _Verifier:
 
     # ---------------------------------------------------------------- deep
     def run_deep(self, jobs: int) -> int:
+        # imported here: a quick verify must not pay for thread pools and codecs
+        from concurrent.futures import ThreadPoolExecutor
+
         from layouttool.layers import diff_layer
 
         todo = list(self.jobs.values())
