@@ -694,11 +694,11 @@ def main(argv: list[str] | None = None) -> int:
     elif tmpfs is None:
         log("real image: skipped, its rows run on tmpfs and /dev/shm is not one")
     else:
-        real_src, how = realimg.build(log)
+        real_src, how = realimg.build(log, realimg.OUT)
         if real_src is None:
             log(f"real image: skipped ({how}); going on with the generated image")
         else:
-            real = realimg.plan(real_src, tmpfs / "real")
+            real = realimg.plan(real_src, tmpfs / "real", realimg.REF)
             log(f"real image: {how}; layer 1 from {real.source}, "
                 f"{real.uncompressed_bytes / 1e6:.0f} MB of layers")
     sample = make_sample(work / "sample-oci")
@@ -741,8 +741,7 @@ def main(argv: list[str] | None = None) -> int:
     }
     inputs = inp.to_json() | {
         "big": None if big is None else big.__dict__,
-        "real": None if real is None else {k: str(v) if isinstance(v, Path) else v
-                                           for k, v in real.__dict__.items()},
+        "real": None if real is None else real.to_json(),
     }
 
     def save(cases: list[Case]) -> dict[str, Any]:
