@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -444,6 +445,7 @@ def build_plans(
             ], Target(min_ratio=20), [blayout, ozst])
 
     export_cases(add, ours, peer, ogz, ref, work, tar_bytes, layers)
+    lazy_plans(ours, peer, add, ogz, ozst, ref, work, tmpfs, tar_bytes)
     # make and change images (issue 17), on the real image when make-real-image.sh built it
     src_layout, src_ref = real_image_layout() or (ogz, ref)
     build_rows(add, ours, peer, umoci, b.lt, src_layout, src_ref, tmpfs or work, runs)
@@ -637,6 +639,83 @@ def export_cases(add: Callable[..., None], ours: Callable[..., Cmd], peer: Calla
         peer("tar -c", shutil.which("tar"), ["-C", str(tree), "-cf", str(o2), "."], out=o2,
              prepare=unpacked),
     ], Target(), [layout, *layers])
+
+
+def lazy_plans(
+    ours: Callable[..., Cmd],
+    peer: Callable[..., Cmd],
+    add: Callable[..., None],
+    ogz: Path,
+    ozst: Path,
+    ref: str,
+    work: Path,
+    tmpfs: Path | None,
+    tar_bytes: int,
+) -> None:
+    """Lazy-pull layers: writing zstd:chunked beside podman (the one peer here that writes it)
+    and beside our plain zstd; eStargz beside our plain gzip (nerdctl and ctr-remote, its
+    writers, are not packaged for Debian); unpack of each beside unpack of the plain layer of
+    the same compression (the goal: as fast)."""
+    podman = shutil.which("podman")
+    store = work / "podman-store"
+    run_root = Path(tempfile.gettempdir()) / f"lt-bench-pm-{os.getpid()}"  # under 50 chars
+    pm = [podman or "podman", "--root", str(store), "--runroot", str(run_root),
+          "--storage-driver", "vfs"]
+
+    def podman_image() -> None:
+        # untimed: the image in podman's storage once (podman pushes from its storage)
+        if not (store / ".bench-pulled").exists():
+            got = subprocess.run([*pm, "pull", "-q", f"oci:{ogz}:{ref}"], check=True,
+                                 capture_output=True, text=True)
+            subprocess.run([*pm, "tag", got.stdout.strip(), "localhost/lt-bench:1"],
+                           check=True, capture_output=True)
+            (store / ".bench-pulled").write_text("")
+
+    o1, o2, o3 = (work / f"zc-{w}" for w in ("ours", "podman", "plain"))
+    podman_side = peer("podman", podman, ["push"], out=o2, prepare=podman_image)
+    podman_side.argv = [*pm, "push", "-q", "--compression-format", "zstd:chunked",
+                        "localhost/lt-bench:1", f"oci:{o2}:{ref}"]
+    if podman and os.geteuid() != 0:
+        podman_side.side.missing = "needs root (vfs storage)"
+    plain_zstd = ours("convert", [f"{ogz}:{ref}", "--compression", "zstd", "-o", str(o3)],
+                      out=o3)
+    plain_zstd.side.role, plain_zstd.side.tool = "floor", "layouttool zstd (plain)"
+    add("convert gzip->zstd:chunked", "convert", tar_bytes, [
+        ours("convert", [f"{ogz}:{ref}", "--compression", "zstd:chunked", "-o", str(o1)],
+             out=o1, check_layout=True),
+        podman_side,
+        plain_zstd,
+    ], Target(), [ogz])
+
+    e1, e3 = work / "es-ours", work / "es-plain"
+    plain_gzip = ours("convert", [f"{ozst}:{ref}", "--compression", "gzip", "-o", str(e3)],
+                      out=e3)
+    plain_gzip.side.role, plain_gzip.side.tool = "floor", "layouttool gzip (plain)"
+    add("convert gzip->estargz", "convert", tar_bytes, [
+        ours("convert", [f"{ogz}:{ref}", "--compression", "estargz", "-o", str(e1)],
+             out=e1, check_layout=True),
+        plain_gzip,
+    ], Target(), [ogz])
+
+    # unpack: the lazy layouts made once, untimed, beside the plain ones of each compression
+    base = tmpfs if tmpfs is not None else work
+    lazy_src = {fmt: work / f"lazy-src-{fmt.replace(':', '-')}" for fmt in ("zstd:chunked",
+                                                                             "estargz")}
+
+    def make(fmt: str) -> None:
+        if not lazy_src[fmt].exists():
+            subprocess.run([*ours_argv(), "-q", "convert", f"{ogz}:{ref}", "--compression", fmt,
+                            "-o", str(lazy_src[fmt])], check=True, capture_output=True)
+
+    for fmt, plain_src, comp in (("zstd:chunked", ozst, "zstd"), ("estargz", ogz, "gzip")):
+        d1, d2 = base / f"unpack-{comp}-lazy", base / f"unpack-{comp}-plain"
+        plain = ours("unpack", [f"{plain_src}:{ref}", str(d2), "--rootless"], out=d2)
+        plain.side.role, plain.side.tool = "floor", f"layouttool {comp} (plain)"
+        add(f"unpack {fmt} rootless {'tmpfs' if tmpfs else 'disk'}", "unpack", tar_bytes, [
+            ours("unpack", [f"{lazy_src[fmt]}:{ref}", str(d1), "--rootless"], out=d1,
+                 prepare=functools.partial(make, fmt)),
+            plain,
+        ], Target(), [ogz, ozst])
 
 
 def tmpfs_dir() -> Path | None:

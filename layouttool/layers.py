@@ -93,6 +93,11 @@ class PendingLayer:
         self.uncompressed_size = uncompressed_size
         self._lazy = lazy
         self._lazy_format = lazy_format
+        #: the lazy format written, if any, and the annotations its descriptor needs
+        self.lazy = lazy_format
+        self.annotations: dict[str, str] = dict(lazy.annotations) if lazy is not None else {}
+        #: the diff_id of the input tar (an eStargz layer's own ``diff_id`` is new)
+        self.source_diff_id = diff_id
         self._result: LayerResult | None = None
 
     @property
@@ -289,9 +294,11 @@ def _spool_lazy(
     except BaseException:
         w.abort()
         raise
-    return PendingLayer(
+    pending = PendingLayer(
         w, res.diff_id, lazy.compression, found, res.uncompressed_size, res, lazy
     )
+    pending.source_diff_id = source_diff_id
+    return pending
 
 
 def store_layer(

@@ -290,3 +290,25 @@ def summary(message: str) -> None:
     """A final one-line summary on stderr (not with -q)."""
     if not settings().get("quiet"):
         click.echo(message, err=True)
+
+
+#: the --compression choices of commands that write layers
+LAYER_COMPRESSIONS = ["gzip", "zstd", "none", "zstd:chunked", "estargz"]
+
+
+def lazy_options(f: F) -> F:
+    """``--chunk-size`` and ``--estargz-prioritize`` (eStargz's options)."""
+    f = click.option(
+        "--estargz-prioritize",
+        "prioritize",
+        metavar="PATH",
+        multiple=True,
+        help="estargz: put this file first, before a .prefetch.landmark (repeatable; default: "
+        "a .no.prefetch.landmark leads, as nerdctl writes). Spools the layer to a temp file.",
+    )(f)
+    return click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        metavar="BYTES",
+        help="estargz: largest piece of a file in one gzip member (default 4 MiB).",
+    )(f)
