@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from conftest import REPO
@@ -51,3 +52,10 @@ def test_tutorial_runs(tmp_path: Path):
     assert (tmp_path / "check-edit" / "etc" / "motd").read_text() == "edited\n"
     assert not (tmp_path / "check-edit" / "bin").exists()
     assert (tmp_path / "check-edit" / "etc" / "hello.txt").exists()
+    # looking inside: the exported tar holds the image's files; flatten made one layer
+    with tarfile.open(tmp_path / "hello.tar") as tf:
+        names = set(tf.getnames())
+    assert {"srv/www/index.html", "bin/hello", "etc/motd"} <= names
+    inspect = subprocess.run([sys.executable, "-m", "layouttool", "inspect", "oci:hello:flat",
+                              "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert len(json.loads(inspect.stdout)["layers"]) == 1
