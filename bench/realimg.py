@@ -48,6 +48,14 @@ class RealImage:
     uncompressed_bytes: int
     source: str
 
+    def to_json(self) -> dict[str, object]:
+        """For ``results.json``: paths as strings."""
+        def plain(v: object) -> object:
+            if isinstance(v, tuple):
+                return [plain(x) for x in v]
+            return str(v) if isinstance(v, Path) else v
+        return {k: plain(v) for k, v in self.__dict__.items()}
+
 
 def complete(out: Path) -> bool:
     """True when ``out`` holds a finished output of the script version we read."""

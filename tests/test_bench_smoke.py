@@ -352,8 +352,34 @@ def test_real_image_plan_stage_and_build(tiny: gen.Inputs, tmp_path: Path) -> No
     assert img.uncompressed_bytes == tiny.uncompressed_bytes
     assert len(img.gzip_layers) == len(img.layer_tars)
     assert all(p.read_bytes()[:2] == b"\x1f\x8b" for p in img.gzip_layers)
+    doc = json.loads(json.dumps(img.to_json()))  # results.json holds it
+    assert doc["layer_tars"] == [str(p) for p in img.layer_tars] and doc["ref"] == tiny.ref
 
     log: list[str] = []
     assert realimg.build(log.append, src) == (src, f"cached in {src}")
     missing, why = realimg.build(log.append, tmp_path / "none", tmp_path / "no-script.sh")
     assert missing is None and "not found" in why and log == []
+
+
+def test_tiny_run_with_a_real_image(tiny: gen.Inputs, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real image's rows end to end, on a stand-in laid out as the script's output: staged
+    on tmpfs, timed, written to results.json with the image's inputs."""
+    if bench_run.tmpfs_dir() is None:
+        pytest.skip("no tmpfs at /dev/shm: the real image's rows run only there")
+    src = tmp_path / "realimg"
+    src.mkdir()
+    (src / "docker-save.tar").write_bytes(Path(tiny.save_tar).read_bytes())
+    shutil.copytree(tiny.oci_gzip, src / "oci-umoci")
+    (src / ".complete").write_text(realimg.GEN_MARK + "\n")
+    monkeypatch.setattr(realimg, "OUT", src)
+    monkeypatch.setattr(realimg, "REF", tiny.ref)
+    out = tmp_path / "out"
+    code = bench_run.main(["--size-mb", "1", "--big-mb", "0", "--runs", "1", "--real",
+                           "--only", "real import gzip,real unpack root tmpfs", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    cases = {c["name"]: c for c in doc["cases"]}
+    assert set(cases) <= {"real import gzip", "real unpack root tmpfs"}
+    assert cases["real import gzip"]["sides"][0]["status"] == "ok"
+    assert doc["inputs"]["real"]["ref"] == tiny.ref
