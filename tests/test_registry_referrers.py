@@ -14,6 +14,7 @@ from registryutil import FakeRegistry, Proxy, Registry, clean_env, make_image
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
+from layouttool.errors import UnsupportedError
 from layouttool.model import Descriptor, make_manifest_doc
 from layouttool.ops.verify import verify_layout
 from layouttool.registry import Client, RegistryError
@@ -237,3 +238,37 @@ def test_hostile_fallback_entries(tmp_path, cli):
         assert verify_layout(dest).ok
     finally:
         fake.stop()
+
+
+def test_follow_referrers_order_loops_and_limits(monkeypatch):
+    from layouttool.ops import transfer
+
+    def d(name: str, media_type: str = mt.MT_OCI_MANIFEST) -> Descriptor:
+        return Descriptor(media_type, Digest.of_bytes(name.encode()), 1)
+
+    img, sbom, sig, att, blob = d("img"), d("sbom"), d("sig"), d("att"), d("x", "text/plain")
+    # a hostile listing: the image refers to itself, the signature back to the image
+    graph = {img.digest: [sbom, img, blob, att], sbom.digest: [sig], sig.digest: [img]}
+    taken: list[tuple[Digest, Digest]] = []
+    notes: list[str] = []
+
+    class Notes:
+        def task(self, label, total):  # pragma: no cover - not used
+            raise AssertionError
+
+        def note(self, message: str) -> None:
+            notes.append(message)
+
+    def take(subject: Digest, ref: Descriptor) -> list[Digest] | None:
+        taken.append((subject, ref.digest))
+        return None if ref is att else [ref.digest]
+
+    n = transfer.follow_referrers([img.digest], lambda s: graph.get(s, []), take, Notes(), "x")
+    assert taken == [(img.digest, sbom.digest), (img.digest, att.digest),
+                     (sbom.digest, sig.digest)]
+    assert n == 2  # att was refused by take
+    assert notes == [f"warning: referrer {blob.digest} of {img.digest} is not a manifest or "
+                     "index (text/plain): not x"]
+    monkeypatch.setattr(transfer, "MAX_REFERRERS", 1)
+    with pytest.raises(UnsupportedError, match="more than 1 referrers"):
+        transfer.follow_referrers([img.digest], lambda s: graph.get(s, []), take, Notes(), "x")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,13 @@ from layouttool.model import (
     parse_manifest,
 )
 from layouttool.ops.layout import set_ref
-from layouttool.ops.transfer import Counts, TransferResult, open_client, run_parallel
+from layouttool.ops.transfer import (
+    Counts,
+    TransferResult,
+    follow_referrers,
+    open_client,
+    run_parallel,
+)
 from layouttool.progress import NULL_PROGRESS, Progress, Task
 from layouttool.refs import normalize_docker_name, pick_platform
 from layouttool.registry import Client, RemoteRef, TransientError
@@ -30,8 +35,6 @@ from layouttool.store import Layout
 
 #: indexes nested deeper than this are refused (a loop, or a hostile registry)
 _MAX_DEPTH = 8
-#: the most referrers one pull carries (a registry that lists thousands: pull them by name)
-_MAX_REFERRERS = 1000
 
 
 def _fetch_document(client: Client, repo: str, desc: Descriptor) -> bytes:
@@ -186,43 +189,34 @@ def _referrers(
     their documents to store. A listed document whose ``subject`` is not the one it was listed
     for is skipped with a warning (a fallback tag anyone can write)."""
     repo = ref.repository
-    seen = {d.digest for d, _ in documents}
-    queue = deque(d.digest for d, _ in documents)
     entries: list[Descriptor] = []
     docs: list[tuple[Descriptor, bytes]] = []
-    while queue:
-        subject = queue.popleft()
-        for listed in list_referrers(client, repo, subject):
-            if listed.digest in seen:
-                continue
-            seen.add(listed.digest)
-            if not (mt.is_manifest(listed.media_type) or mt.is_index(listed.media_type)):
-                progress.note(
-                    f"warning: referrer {listed.digest} of {subject} is a "
-                    f"{listed.media_type or 'document without a media type'}: not pulled"
-                )
-                continue
-            if len(entries) >= _MAX_REFERRERS:
-                raise UnsupportedError(f"{ref}: more than {_MAX_REFERRERS} referrers; refused")
-            raw = _fetch_document(client, repo, listed)
-            doc = parse_json(raw, f"referrer {listed.digest}")
-            said = doc.get("subject") if isinstance(doc, dict) else None
-            if not isinstance(said, dict) or said.get("digest") != str(subject):
-                progress.note(
-                    f"warning: {listed.digest}, listed as a referrer of {subject}, names another "
-                    "subject: not pulled"
-                )
-                continue
-            entries.append(
-                Descriptor(listed.media_type, listed.digest, listed.size,
-                           artifact_type=listed.artifact_type)
+
+    def take(subject: Digest, listed: Descriptor) -> list[Digest] | None:
+        raw = _fetch_document(client, repo, listed)
+        doc = parse_json(raw, f"referrer {listed.digest}")
+        said = doc.get("subject") if isinstance(doc, dict) else None
+        if not isinstance(said, dict) or said.get("digest") != str(subject):
+            progress.note(
+                f"warning: {listed.digest}, listed as a referrer of {subject}, names another "
+                "subject: not pulled"
             )
-            found = _collect(client, repo, entries[-1], raw, f"{ref} referrer {listed.digest}")
-            docs.extend(found)
-            for d, _ in found:
-                if d.digest not in seen or d.digest == listed.digest:
-                    seen.add(d.digest)
-                    queue.append(d.digest)
+            return None
+        entry = Descriptor(
+            listed.media_type, listed.digest, listed.size, artifact_type=listed.artifact_type
+        )
+        entries.append(entry)
+        found = _collect(client, repo, entry, raw, f"{ref} referrer {listed.digest}")
+        docs.extend(found)
+        return [d.digest for d, _ in found]
+
+    follow_referrers(
+        [d.digest for d, _ in documents],
+        lambda subject: list_referrers(client, repo, subject),
+        take,
+        progress,
+        "pulled",
+    )
     return entries, docs
 
 

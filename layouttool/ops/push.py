@@ -11,16 +11,21 @@ from __future__ import annotations
 
 import os
 import time
-from collections import deque
 
 from layouttool import mediatypes as mt
 from layouttool.codec import TeeReader
 from layouttool.digest import Digest
-from layouttool.errors import IntegrityError, LayoutToolError, UnsupportedError
+from layouttool.errors import IntegrityError, LayoutToolError
 from layouttool.graph import Node, find_referrers, walk
 from layouttool.model import Descriptor
 from layouttool.ops.common import Selected, select
-from layouttool.ops.transfer import Counts, TransferResult, open_client, run_parallel
+from layouttool.ops.transfer import (
+    Counts,
+    TransferResult,
+    follow_referrers,
+    open_client,
+    run_parallel,
+)
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.registry import Client, RemoteRef
 from layouttool.registry.client import Pushed
@@ -28,8 +33,6 @@ from layouttool.registry.referrers import add_to_fallback, referrer_descriptor
 from layouttool.store import Layout
 
 _DOC_CAP = 16 << 20
-#: the most referrers one push or pull carries (a layout or registry full of them: name them)
-_MAX_REFERRERS = 1000
 
 
 def _mount_source(entry: Descriptor, dest: RemoteRef) -> str | None:
@@ -115,31 +118,20 @@ def _referrers(
     """Every document of the layout whose ``subject`` is one of the image's manifests, or one
     of theirs (a signature of an SBOM), each once, subjects first: ``(subject, its documents,
     parents first)``. Found by the graph's scan of every blob (listed in index.json or not)."""
-    seen = {n.desc.digest for n in image_docs}
-    queue = deque(n.desc.digest for n in image_docs)
     out: list[tuple[Digest, list[Node]]] = []
-    while queue:
-        subject = queue.popleft()
-        for d in find_referrers(layout, subject):
-            if d.digest in seen:
-                continue
-            seen.add(d.digest)
-            if not (mt.is_manifest(d.media_type) or mt.is_index(d.media_type)):
-                progress.note(
-                    f"warning: referrer {d.digest} of {subject} is not a manifest or index "
-                    f"({d.media_type or 'no media type'}): not pushed"
-                )
-                continue
-            if len(out) >= _MAX_REFERRERS:
-                raise UnsupportedError(
-                    f"more than {_MAX_REFERRERS} referrers; push them by name instead"
-                )
-            docs = _graph(layout, d, blobs, skipped_nd)
-            out.append((subject, docs))
-            for n in docs:
-                if n.desc.digest not in seen or n is docs[0]:
-                    seen.add(n.desc.digest)
-                    queue.append(n.desc.digest)
+
+    def take(subject: Digest, d: Descriptor) -> list[Digest]:
+        docs = _graph(layout, d, blobs, skipped_nd)
+        out.append((subject, docs))
+        return [n.desc.digest for n in docs]
+
+    follow_referrers(
+        [n.desc.digest for n in image_docs],
+        lambda subject: find_referrers(layout, subject),
+        take,
+        progress,
+        "pushed",
+    )
     return out
 
 

@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable
+from collections import deque
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from layouttool import mediatypes as mt
+from layouttool.digest import Digest
+from layouttool.errors import UnsupportedError
+from layouttool.model import Descriptor
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.registry import Client, RemoteRef
 
@@ -110,4 +115,61 @@ def open_client(
     )
 
 
-__all__ = ["Counts", "TransferResult", "open_client", "run_parallel"]
+#: the most referrers one push or pull carries (more: name them)
+MAX_REFERRERS = 1000
+
+
+def follow_referrers(
+    subjects: Iterable[Digest],
+    find: Callable[[Digest], Iterable[Descriptor]],
+    take: Callable[[Digest, Descriptor], Iterable[Digest] | None],
+    progress: Progress,
+    verb: str,
+) -> int:
+    """Visit the referrers of ``subjects``, and theirs, breadth first, each digest once.
+
+    ``find(subject)`` lists a subject's referrers; ``take(subject, referrer)`` moves one (a
+    manifest or index) and returns the digests of the documents it brought (its children may
+    have referrers too), or None when it refused it. Anything else is a warning (nothing is
+    ``verb``). Returns how many were taken; more than :data:`MAX_REFERRERS` is an error.
+    """
+    seen = set(subjects)
+    queue = deque(seen)
+    taken = 0
+    while queue:
+        subject = queue.popleft()
+        for d in find(subject):
+            if d.digest in seen:
+                continue
+            seen.add(d.digest)
+            if not (mt.is_manifest(d.media_type) or mt.is_index(d.media_type)):
+                progress.note(
+                    f"warning: referrer {d.digest} of {subject} is not a manifest or index "
+                    f"({d.media_type or 'no media type'}): not {verb}"
+                )
+                continue
+            if taken >= MAX_REFERRERS:
+                raise UnsupportedError(
+                    f"more than {MAX_REFERRERS} referrers of {subject} and its kin: refused; "
+                    f"name them one by one"
+                )
+            brought = take(subject, d)
+            if brought is None:
+                continue
+            taken += 1
+            queue.append(d.digest)
+            for digest in brought:
+                if digest not in seen:
+                    seen.add(digest)
+                    queue.append(digest)
+    return taken
+
+
+__all__ = [
+    "MAX_REFERRERS",
+    "Counts",
+    "TransferResult",
+    "follow_referrers",
+    "open_client",
+    "run_parallel",
+]
