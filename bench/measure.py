@@ -89,12 +89,15 @@ def measure(argv: list[str], log_base: Path, *, timeout: float = 1800.0) -> Meas
 
 def tree_stats(root: Path) -> tuple[int, int]:
     """``(bytes, entries)`` under ``root``: apparent sizes of regular files (hardlinked inodes
-    counted once) and the number of entries of any type (symlinks not followed)."""
+    counted once) and the number of entries of any type (symlinks not followed). A file
+    (an output tarball) is ``(its size, 1)``."""
     total = 0
     entries = 0
     seen: set[tuple[int, int]] = set()
     if not root.exists():
         return 0, 0
+    if root.is_file():
+        return root.stat().st_size, 1
     stack = [str(root)]
     while stack:
         top = stack.pop()

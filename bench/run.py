@@ -431,7 +431,29 @@ def build_plans(
                      size_path=g2 / "blobs",
                      prepare=functools.partial(image_with_orphans, g2, blayout)),
             ], Target(min_ratio=20), [blayout, ozst])
+    export_cases(add, ours, peer, ogz, ref, work, tar_bytes, layers)
     return plans
+
+
+def export_cases(add: Callable[..., None], ours: Callable[..., Cmd], peer: Callable[..., Cmd],
+                 layout: Path, ref: str, work: Path, tar_bytes: int,
+                 layers: list[Path]) -> None:
+    """export (the merged root filesystem as one tar, from the gzip layout) beside ``tar -c``
+    of the same tree unpacked on disk (made once, untimed): what the tree costs to tar when
+    it is already on disk, against reading and merging the layers."""
+    tree = work / "export-tree"
+    o1, o2 = work / "export-ours.tar", work / "export-tar.tar"
+
+    def unpacked() -> None:
+        if not tree.exists():
+            subprocess.run([*ours_argv(), "-q", "unpack", f"{layout}:{ref}", str(tree)],
+                           check=True)
+
+    add("export", "export", tar_bytes, [
+        ours("export", [f"{layout}:{ref}", "-o", str(o1)], out=o1),
+        peer("tar -c", shutil.which("tar"), ["-C", str(tree), "-cf", str(o2), "."], out=o2,
+             prepare=unpacked),
+    ], Target(), [layout, *layers])
 
 
 def tmpfs_dir() -> Path | None:

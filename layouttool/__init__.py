@@ -66,9 +66,13 @@ from layouttool.errors import (
 if TYPE_CHECKING:
     from layouttool.digest import Digest
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.ops.attach import AttachResult, attach_artifact
     from layouttool.ops.common import ResolvedImage, open_image
     from layouttool.ops.convert import ConvertResult, convert_image
+    from layouttool.ops.diff import ImageDiffResult, LayersDiffResult, diff_images, diff_layers
     from layouttool.ops.docker_save import ExportResult, export_docker_save
+    from layouttool.ops.export_rootfs import RootfsExportResult, export_rootfs
+    from layouttool.ops.flatten import FlattenResult, flatten_image
     from layouttool.ops.gc import GcResult, gc_layout
     from layouttool.ops.importer import ImportResult, import_docker_save
     from layouttool.ops.layout import (
@@ -124,18 +128,31 @@ _LAZY: dict[str, str] = {
     "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
+    "RootfsExportResult": "layouttool.ops.export_rootfs",
+    "export_rootfs": "layouttool.ops.export_rootfs",
+    "FlattenResult": "layouttool.ops.flatten",
+    "flatten_image": "layouttool.ops.flatten",
+    "ImageDiffResult": "layouttool.ops.diff",
+    "LayersDiffResult": "layouttool.ops.diff",
+    "diff_images": "layouttool.ops.diff",
+    "diff_layers": "layouttool.ops.diff",
+    "AttachResult": "layouttool.ops.attach",
+    "attach_artifact": "layouttool.ops.attach",
 }
 
 __all__ = [
+    "AttachResult",
     "ConflictError",
     "ConvertResult",
     "CorruptStreamError",
     "Descriptor",
     "Digest",
     "ExportResult",
+    "FlattenResult",
     "GcResult",
     "IOFailure",
     "ImageConfig",
+    "ImageDiffResult",
     "ImportResult",
     "Index",
     "InitResult",
@@ -143,6 +160,7 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "InvalidInputError",
+    "LayersDiffResult",
     "Layout",
     "LayoutToolError",
     "ListEntry",
@@ -153,6 +171,7 @@ __all__ = [
     "Problem",
     "Progress",
     "ResolvedImage",
+    "RootfsExportResult",
     "SizeLimitError",
     "TagResult",
     "Task",
@@ -161,8 +180,13 @@ __all__ = [
     "UnsupportedError",
     "VerifyResult",
     "__version__",
+    "attach_artifact",
     "convert_image",
+    "diff_images",
+    "diff_layers",
     "export_docker_save",
+    "export_rootfs",
+    "flatten_image",
     "gc_layout",
     "import_docker_save",
     "init_layout",

@@ -156,6 +156,7 @@ def spool_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    uncompressed: bool = False,
     lazy: LazyFormat | None = None,
     lazy_options: LazyOptions | None = None,
 ) -> PendingLayer:
@@ -166,7 +167,9 @@ def spool_layer(
             declared=declared, max_size=max_size, what=what, task=task,
         )
     peek = PeekReader(src)
-    found = sniff(peek.peek(8))
+    # a tar the caller made is not sniffed: its first member's name is its first bytes, and a
+    # name that starts with 1f 8b would pass for gzip
+    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
     if found not in LAYER_COMPRESSIONS:
         raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
     if declared is not None and declared is not found:
@@ -293,6 +296,7 @@ def store_layer(
     max_size: int | None = None,
     what: str = "layer",
     task: Task | None = None,
+    uncompressed: bool = False,
     lazy: LazyFormat | None = None,
     lazy_options: LazyOptions | None = None,
 ) -> LayerResult:
@@ -300,9 +304,10 @@ def store_layer(
 
     ``target`` None keeps the source's compression. ``declared`` is the compression the media
     type claims: the magic bytes must agree. ``expected_diff_id`` is checked at the end (exit 5
-    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size. ``lazy``
-    writes a lazy-pull layer (``target`` is then ignored): the result's ``annotations`` go on
-    its descriptor, and for eStargz its ``diff_id`` is new.
+    on mismatch; the blob is not kept). ``max_size`` caps the decompressed size.
+    ``uncompressed``: the source is a tar the caller made, taken as such without sniffing.
+    ``lazy`` writes a lazy-pull layer (``target`` is then ignored): the result's
+    ``annotations`` go on its descriptor, and for eStargz its ``diff_id`` is new.
     """
     with spool_layer(
         layout,
@@ -315,6 +320,7 @@ def store_layer(
         max_size=max_size,
         what=what,
         task=task,
+        uncompressed=uncompressed,
         lazy=lazy,
         lazy_options=lazy_options,
     ) as pending:
@@ -338,7 +344,8 @@ def plain_layer(
     thread (:class:`~layouttool.codec.PrefetchReader`) while the caller reads. When the block
     ends normally the rest is drained, the blob's digest and size are checked, and the
     uncompressed digest must equal ``diff_id`` (:class:`~layouttool.errors.IntegrityError`,
-    naming ``what``). ``advance`` is called with the count of compressed bytes read.
+    naming ``what``; None: not hashed, for a second read of a layer already checked).
+    ``advance`` is called with the count of compressed bytes read.
     """
     if not mt.is_layer(desc.media_type):
         raise UnsupportedError(
@@ -355,8 +362,9 @@ def plain_layer(
             )
         dec = open_decompress(peek, found, what=what)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
-        hashed = HashingReader(plain)
-        ahead = PrefetchReader(hashed)
+        # no diff_id to check: the blob's own digest still covers every byte read
+        hashed = HashingReader(plain) if diff_id is not None else None
+        ahead = PrefetchReader(hashed or plain)
         try:
             yield ahead
             while ahead.read(CHUNK):
@@ -365,7 +373,7 @@ def plain_layer(
             ahead.close()
         dec.close()
         blob.finish()
-    if diff_id is not None and hashed.digest() != diff_id:
+    if hashed is not None and hashed.digest() != diff_id:
         raise IntegrityError(
             f"{what}: uncompressed content hashes to {hashed.digest()} but the config's "
             f"diff_id is {diff_id}"

@@ -40,10 +40,16 @@ MT_DOCKER_SCHEMA1: Final = "application/vnd.docker.distribution.manifest.v1+json
 MT_DOCKER_SCHEMA1_SIGNED: Final = "application/vnd.docker.distribution.manifest.v1+prettyjws"
 MT_DOCKER_PLUGIN_CONFIG: Final = "application/vnd.docker.plugin.v1+json"
 
+# --- artifacts -------------------------------------------------------------------------------
+#: an artifact layer whose type was not given (IANA's type for arbitrary bytes)
+MT_OCTET_STREAM: Final = "application/octet-stream"
+
 # --- annotations -----------------------------------------------------------------------------
 ANNOT_REF_NAME: Final = "org.opencontainers.image.ref.name"
 ANNOT_CONTAINERD_NAME: Final = "io.containerd.image.name"
 ANNOT_CREATED: Final = "org.opencontainers.image.created"
+#: the file name of an artifact layer (oras sets it, and restores the file under that name)
+ANNOT_TITLE: Final = "org.opencontainers.image.title"
 # lazy-pull layers (containers/storage pkg/chunked, containerd/stargz-snapshotter estargz)
 #: zstd:chunked: sha256 of the zstd-compressed TOC
 ANNOT_ZSTD_CHUNKED_TOC_DIGEST: Final = "io.github.containers.zstd-chunked.manifest-checksum"
@@ -69,6 +75,9 @@ ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: Final = "io.containers.estargz.uncompressed-siz
 #: stargz-snapshotter and podman 4 (``io.containers.zstd-chunked.`` manifest-checksum,
 #: manifest-position; ``io.containers.estargz.uncompressed-size``;
 #: ``containerd.io/snapshot/stargz/`` toc.digest, layer.digest)
+#: on an index entry (containers/image, ``--add-compression``): this instance's layers are zstd;
+#: false once they are recompressed to anything else
+ANNOT_INSTANCE_ZSTD: Final = "io.github.containers.compression.zstd"
 BLOB_SPECIFIC_ANNOTATION_PREFIXES: Final = (
     "containerd.io/snapshot/stargz/",
     "io.github.containers.zstd-chunked.",

@@ -280,8 +280,11 @@ def check_verify(root: Path) -> None:
 
 
 def check_unpack(root: Path, entries: Iterable[dict[str, Any]], scratch: Path) -> None:
-    """Every image of ``entries`` unpacks (every blob read and verified, every diff_id)."""
+    """Every image of ``entries`` unpacks (every blob read and verified, every diff_id);
+    artifacts (entries with an ``artifactType``, as ``attach`` adds) are not images."""
     for e in entries:
+        if e.get("artifactType"):
+            continue
         dest = Path(tempfile.mkdtemp(dir=scratch))
         shutil.rmtree(dest)
         unpack_image(f"{root}@{e['digest']}", dest)
@@ -491,6 +494,9 @@ class KillCase:
     name: str
     template: Path
     argv: Callable[[Path], list[str]]
+    #: the op stores a referrer (``attach``): gc keeps it as soon as its manifest is stored,
+    #: index.json entry or not, so a kill after that may leave the after-state's blobs
+    referrer: bool = False
 
 
 @dataclass
@@ -593,6 +599,8 @@ def kill_trial(case: KillCase, ref: Reference, when: Instant, scratch: Path, n: 
     gc_in_process(d)
     assert tmp_files(d) == [], f"{where}: gc left temp files {tmp_files(d)}"
     got = blob_set(d)
+    if case.referrer and outcome == "before" and got == ref.after_blobs:
+        want_blobs = got
     assert got == want_blobs, (
         f"{where}: after gc the blobs differ from the {outcome}-state: "
         f"extra {sorted(got - want_blobs)}, missing {sorted(want_blobs - got)}"

@@ -344,3 +344,25 @@ def test_doctests_of_every_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
         assert res.failed == 0, f"{name}: {capsys.readouterr().out}"
         attempted += res.attempted
     assert attempted >= 5
+
+
+def test_merged_filesystem_and_artifact_results_match_their_schemas(tmp_path: Path) -> None:
+    """export_rootfs, flatten_image, diff_images, diff_layers, attach_artifact: the library
+    calls give what the commands print with --json."""
+    oci = tmp_path / "oci"
+    layouttool.import_docker_save(SAMPLE, oci)
+    image = f"{oci}:layouttool-sample:1.0"
+    note = tmp_path / "note.txt"
+    note.write_text("x")
+    docs = {
+        "export": layouttool.export_rootfs(image, tmp_path / "rootfs.tar"),
+        "diff": layouttool.diff_images(image, image),
+        "flatten": layouttool.flatten_image(image, tag="flat"),
+        "attach": layouttool.attach_artifact(image, [str(note)], artifact_type="text/plain"),
+    }
+    layers = layouttool.diff_layers(image)
+    for command, result in [*docs.items(), ("diff", layers)]:
+        assert type(result).__name__ in layouttool.__all__, command
+        doc = json.loads(json.dumps(result.to_json()))
+        assert schema_errors(command, doc) == [], command
+    assert docs["diff"].to_json()["changed"] == []

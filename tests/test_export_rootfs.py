@@ -149,3 +149,17 @@ def test_memory_stays_bounded_for_a_large_file(tmp_path: Path) -> None:
                                  text=True).stdout)
     assert (tmp_path / "o.tar").stat().st_size > big
     assert rss_kib < 96 * 1024, f"peak RSS {rss_kib} KiB for a {big >> 20} MiB file"
+
+
+@pytest.mark.parametrize("lazy", ["estargz", "zstd:chunked"])
+def test_lazy_layers_export_as_their_plain_originals(tmp_path: Path, lazy: str) -> None:
+    """eStargz's own entries (TOC, landmarks) are not files of the image: left out as unpack
+    leaves them out."""
+    layout = make_image(tmp_path / "oci", layers_of("hardlink target deleted later", tmp_path))
+    res = run_cli("-q", "convert", f"{layout}:t", "--compression", lazy, "-o", tmp_path / "lazy")
+    assert res.code == 0, res.stderr
+    assert run_cli("export", f"{layout}:t", "-o", tmp_path / "a.tar").code == 0
+    assert run_cli("export", f"{tmp_path / 'lazy'}:t", "-o", tmp_path / "b.tar").code == 0
+    got = tar_tree(tmp_path / "b.tar")
+    assert got == tar_tree(tmp_path / "a.tar")
+    assert not [n for n in got if "stargz" in n or "landmark" in n]

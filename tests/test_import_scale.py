@@ -14,6 +14,7 @@ import random
 import subprocess
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import REPO
@@ -27,7 +28,7 @@ IMAGES = 4
 PER_IMAGE = 20
 
 
-def _images() -> list[dict[str, object]]:
+def _images() -> list[dict[str, Any]]:
     rng = random.Random(16)
     return [
         {
@@ -54,6 +55,22 @@ def _oci_archive(tmp_path: Path) -> Path:
     return out
 
 
+def _v1_save() -> bytes:
+    """The same images as a Docker <= 1.9 save: one chain of V1 layer folders each."""
+    from test_import_v1 import v1_id, v1_json, v1_save
+
+    layers = []
+    repos: dict[str, dict[str, str]] = {}
+    for k, img in enumerate(_images()):
+        parent = ""
+        for i, tar in enumerate(img["layers"]):
+            lid = v1_id(f"{k}/{i}")
+            layers.append((v1_json(lid, parent or None, ["sh"]), tar))
+            parent = lid
+        repos[f"tall{k}"] = {"1": parent}
+    return v1_save(layers, repos)
+
+
 def _run_limited(src: Path, out: Path, *, stream: bool) -> subprocess.CompletedProcess[bytes]:
     limit = f"import resource; resource.setrlimit(resource.RLIMIT_NOFILE, ({LIMIT}, {LIMIT}))"
     argv = [
@@ -71,10 +88,12 @@ def _run_limited(src: Path, out: Path, *, stream: bool) -> subprocess.CompletedP
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
-@pytest.mark.parametrize("form", ["legacy", "docker25", "oci-archive"])
+@pytest.mark.parametrize("form", ["legacy", "docker25", "oci-archive", "v1"])
 def test_more_layers_than_open_files(tmp_path: Path, form: str, stream: bool) -> None:
     if form == "oci-archive":
         src = _oci_archive(tmp_path)
+    elif form == "v1":
+        src = write(tmp_path, _v1_save())
     else:
         src = write(tmp_path, docker_save(_images(), form=form))
     out = tmp_path / "oci"

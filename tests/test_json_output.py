@@ -29,7 +29,8 @@ SAMPLE = REPO / "testdata" / "sample-docker-save.tar"
 JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
-    "export", "diff",
+    "new", "append", "config", "repack",
+    "export", "diff", "flatten", "attach",
     "login", "logout",
 )
 
@@ -257,6 +258,27 @@ def test_diff_json(imported: Path) -> None:
     assert layers["fileBytes"] == sum(la["fileBytes"] for la in layers["layers"])
 
 
+def test_flatten_json(imported: Path) -> None:
+    need("flatten")
+    ref = sample_tags()[0]
+    doc = run_json("flatten", f"{imported}:{ref}", "--tag", "flat")
+    assert doc["ref"] == "flat" and doc["action"] == "tagged"
+    assert [e["digest"] for e in index_entries(imported) if e.get("annotations", {}).get(
+        "org.opencontainers.image.ref.name") == "flat"] == [doc["digest"]]
+    assert blob(imported, doc["layer"]["digest"]).stat().st_size == doc["layer"]["size"]
+
+
+def test_attach_json(imported: Path, tmp_path: Path) -> None:
+    need("attach")
+    note = tmp_path / "note.txt"
+    note.write_text("hello\n")
+    doc = run_json("attach", f"{imported}:{sample_tags()[0]}", note,
+                   "--artifact-type", "text/plain")
+    assert doc["layers"][0]["annotations"] == {"org.opencontainers.image.title": "note.txt"}
+    assert doc["digest"] in [e["digest"] for e in index_entries(imported)]
+    assert json.loads(blob(imported, doc["digest"]).read_bytes())["subject"] == doc["subject"]
+
+
 def test_to_docker_save_json(imported: Path, tmp_path: Path) -> None:
     need("to-docker-save")
     out = tmp_path / "out.tar"
@@ -352,3 +374,20 @@ def test_errors_go_to_stderr_with_the_exit_code(
     lines = res.stderr.splitlines()
     assert len(lines) == 1 and lines[0].startswith("layouttool: error: "), res.stderr
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.tar").exists()
+
+
+# ----------------------------------------------------------------------------- build commands
+def test_new_append_config_json(tmp_path: Path) -> None:
+    layout = tmp_path / "oci"
+    doc = run_json("new", f"{layout}:img")
+    assert doc["layoutCreated"] is True and doc["ref"] == "img"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "f").write_text("f")
+    doc = run_json("append", f"{layout}:img", src)
+    assert doc["action"] == "moved" and len(doc["layers"]) == 1
+    assert blob(layout, doc["layers"][0]["digest"]).stat().st_size == doc["layers"][0]["size"]
+    assert {e["digest"] for e in index_entries(layout)} == {doc["digest"]}
+    doc = run_json("config", f"{layout}:img", "--env", "A=1", "--tag", "img:2")
+    assert doc["changed"] == ["Env"] and doc["ref"] == "img:2"
+    assert verify_layout(layout).ok

@@ -66,8 +66,8 @@ def make_orphans(layout: Layout, img: object) -> None:
 
 
 def _run_trials(name: str, world: dict[str, Path], argv: Callable[[Path], list[str]],
-                tmp_path: Path, seed: int) -> Counter[str]:
-    case = KillCase(name, world["template"], argv)
+                tmp_path: Path, seed: int, *, referrer: bool = False) -> Counter[str]:
+    case = KillCase(name, world["template"], argv, referrer)
     ref = reference(case, tmp_path)
     instants = kill_instants(seed, trials(DEFAULT_TRIALS), ref)
     with ThreadPoolExecutor(max_workers=2) as pool:
@@ -115,4 +115,25 @@ def test_kill_gc(world, tmp_path):
     """``gc``: a kill mid-sweep leaves a valid layout; the next gc finishes the job."""
     require("gc")
     seen = _run_trials("gc", world, lambda d: ["gc", str(d)], tmp_path, SEED + 5)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_flatten(world, tmp_path, monkeypatch):
+    """``flatten``: the ref names the one-layer image, or the old one; nothing else changes."""
+    require("flatten")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the same result in every run
+    seen = _run_trials("flatten", world, lambda d: ["flatten", f"{d}:app1:1.0"], tmp_path,
+                       SEED + 16)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_attach(world, tmp_path, monkeypatch):
+    """``attach``: the artifact's untagged entry is there or not; the image is untouched."""
+    require("attach")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the same result in every run
+    sbom = world["root"] / "sbom.json"
+    sbom.write_bytes(b'{"spdxVersion": "SPDX-2.3"}\n' * 4096)
+    seen = _run_trials("attach", world, lambda d: ["attach", f"{d}:app1:1.0", str(sbom),
+                                                   "--artifact-type", "application/spdx+json"],
+                       tmp_path, SEED + 17, referrer=True)
     assert sum(seen.values()) == trials(DEFAULT_TRIALS)

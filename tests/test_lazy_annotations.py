@@ -123,3 +123,49 @@ def test_podman_zstd_chunked_layer_exported_decompressed(tmp_path: Path, podman:
     assert la["mediaType"] == mt.MT_OCI_LAYER
     assert "annotations" not in la
     podman("load", "-q", "-i", out)
+
+
+def _index_with_zstd_instance(root: Path) -> Layout:
+    """An index as ``podman push --add-compression zstd`` writes it: a gzip instance and a
+    zstd one, the latter marked ``io.github.containers.compression.zstd``."""
+    layout = Layout.init(root)
+    gz = add_image(layout, three_layers()[:2])
+    zs = add_image(layout, three_layers()[:2], compression=Compression.ZSTD)
+    index = layout.put_json(
+        {
+            "schemaVersion": 2,
+            "mediaType": mt.MT_OCI_INDEX,
+            "manifests": [
+                {**gz.to_json(), "platform": {"architecture": "amd64", "os": "linux"}},
+                {
+                    **zs.to_json(),
+                    "platform": {"architecture": "amd64", "os": "linux"},
+                    "annotations": {mt.ANNOT_INSTANCE_ZSTD: "true", "org.example": "kept"},
+                },
+            ],
+        },
+        mt.MT_OCI_INDEX,
+    )
+    set_index(layout, [named(index, "multi")])
+    return layout
+
+
+def _instance_annotations(root: Path) -> list[dict[str, str]]:
+    entry = json.loads((root / "index.json").read_bytes())["manifests"][0]
+    index = json.loads((root / "blobs/sha256" / entry["digest"].split(":")[1]).read_bytes())
+    return [m.get("annotations", {}) for m in index["manifests"]]
+
+
+def test_zstd_instance_mark_dropped_when_its_layers_leave_zstd(tmp_path: Path) -> None:
+    layout = _index_with_zstd_instance(tmp_path / "l")
+    convert_cli(f"{layout.root}:multi", "--compression", "gzip")
+    assert _instance_annotations(layout.root) == [{}, {"org.example": "kept"}]
+    assert_verified(layout.root)
+
+
+def test_zstd_instance_mark_kept_when_its_layers_stay_zstd(tmp_path: Path) -> None:
+    layout = _index_with_zstd_instance(tmp_path / "l")
+    convert_cli(f"{layout.root}:multi", "--compression", "zstd")
+    assert _instance_annotations(layout.root) == [
+        {}, {mt.ANNOT_INSTANCE_ZSTD: "true", "org.example": "kept"}
+    ]

@@ -30,14 +30,20 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "convert": ("cmd_convert", "convert_cmd", "Transform"),
     "to-docker-save": ("cmd_docker_save", "to_docker_save_cmd", "Import and export"),
     "unpack": ("cmd_unpack", "unpack_cmd", "Transform"),
+    "new": ("cmd_build", "new_cmd", "Build"),
+    "append": ("cmd_build", "append_cmd", "Build"),
+    "config": ("cmd_build", "config_cmd", "Build"),
+    "repack": ("cmd_build", "repack_cmd", "Build"),
     "export": ("cmd_merge", "export_cmd", "Import and export"),
     "diff": ("cmd_merge", "diff_cmd", "Layouts"),
+    "flatten": ("cmd_merge", "flatten_cmd", "Transform"),
+    "attach": ("cmd_artifact", "attach_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
     "login": ("cmd_remote", "login_cmd", "Registries"),
     "logout": ("cmd_remote", "logout_cmd", "Registries"),
 }
-SECTIONS = ("Import and export", "Layouts", "Transform", "Maintenance", "Registries")
+SECTIONS = ("Import and export", "Layouts", "Transform", "Build", "Maintenance", "Registries")
 
 
 class LazyGroup(click.Group):

@@ -152,3 +152,39 @@ def _render_layers(res: LayersDiffResult) -> str:
         out += [f"  {human_size(b):>10}  {c} cop{'y' if c == 1 else 'ies'}  {p}"
                 for p, b, c in res.wasted_files[:_SHOWN]]
     return "\n".join(out)
+
+
+@click.command("flatten")
+@click.argument("image")
+@click.option("--tag", metavar="NEW",
+              help="Point NEW at the result and leave REF as it was (default: move REF).")
+@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]),
+              help="Compression of the new layer (default: that of the image's last layer).")
+@platform_option
+@json_option
+def flatten_cmd(image: str, tag: str | None, compression: str | None,
+                platform: Platform | None, as_json: bool) -> None:
+    """Replace IMAGE's layers by one holding their merged filesystem, and move its ref.
+
+    Whiteouts are applied (nothing a later layer deleted is kept), hardlinks come out right
+    even when a later layer deleted or replaced their target, owners, modes, xattrs and
+    devices are kept. The history becomes one entry. The config and manifest keep every
+    other field; a Docker-typed image stays Docker-typed. With SOURCE_DATE_EPOCH set the
+    digests are reproducible. The old image stays in the layout until gc.
+
+    \b
+    Examples:
+      layouttool flatten ./oci:app:1.0
+      layouttool flatten ./oci:app:1.0 --tag app:1.0-flat --compression zstd
+      SOURCE_DATE_EPOCH=0 layouttool flatten ./oci:app --json
+      layouttool flatten ./oci:multi --platform linux/arm64
+    """
+    from layouttool.ops.flatten import flatten_image
+
+    with progress() as prog:
+        res = flatten_image(image, tag=tag, compression=compression, platform=platform,
+                            progress=prog)
+    update = res.update
+    emit(res, as_json, lambda: f"{update.ref or '<untagged>'}\t{update.digest}\t{update.action}")
+    summary(f"flattened {res.layers_before} layer(s) into one of {human_size(res.layer.size)} "
+            f"({res.entries} entries) in {res.seconds:.1f}s")

@@ -301,6 +301,19 @@ def _patch(
     return out
 
 
+def _drop_annotation(obj: dict[str, Any], key: str) -> dict[str, Any]:
+    """The descriptor JSON ``obj`` without the annotation ``key`` (and without an emptied
+    ``annotations``)."""
+    annotations = obj.get("annotations")
+    if not isinstance(annotations, dict) or key not in annotations:
+        return obj
+    kept = {k: v for k, v in annotations.items() if k != key}
+    out = {k: v for k, v in obj.items() if k != "annotations"}
+    if kept:
+        out["annotations"] = kept
+    return out
+
+
 class _Converter:
     def __init__(
         self,
@@ -702,6 +715,11 @@ class _Converter:
         )
         return new_desc
 
+    def _leaves_zstd(self) -> bool:
+        """True when layers are recompressed to something other than zstd."""
+        out = self.lazy.compression if self.lazy is not None else self.compression
+        return out is not None and out is not Compression.ZSTD
+
     def _build_index(self, plan: _IndexPlan) -> Descriptor:
         doc = dict(plan.index.doc)
         children = list(doc.get("manifests") or [])
@@ -710,6 +728,8 @@ class _Converter:
             new = self.build(kid)
             if (new.digest, new.media_type) != (kid.desc.digest, kid.desc.media_type):
                 children[i] = _patch(children[i], new)
+                if self._leaves_zstd():
+                    children[i] = _drop_annotation(children[i], mt.ANNOT_INSTANCE_ZSTD)
                 changed = True
         if plan.index.subject is not None:
             self._copy_subject(plan.index.subject)

@@ -13,8 +13,10 @@ from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
+from layouttool import mediatypes as mt
 from layouttool.errors import IntegrityError, LayoutToolError
 from layouttool.layers import plain_layer
+from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Descriptor
 from layouttool.ops.common import ResolvedImage
 from layouttool.progress import NULL_PROGRESS, Progress
@@ -51,7 +53,8 @@ class MergedImage:
             what = _what(img, i)
             task = progress.task(f"layer {i + 1}/{len(img.manifest.layers)} {desc.digest.short}"
                                  " (again)", desc.size)
-            with _named(what), plain_layer(img.layout, desc, img.config.diff_ids[i], what=what,
+            # the first read checked the diff_id; the blob's digest still covers this one
+            with _named(what), plain_layer(img.layout, desc, None, what=what,
                                            advance=task.advance) as stream:
                 yield typing.cast(typing.BinaryIO, stream)
             task.done()
@@ -100,8 +103,11 @@ def merge_image(
         task = progress.task(f"layer {i + 1}/{len(layers)} {desc.digest.short}", desc.size)
         with _named(what), plain_layer(img.layout, desc, diff_ids[i], what=what,
                                        advance=task.advance) as stream:
+            # an eStargz layer's own entries (TOC, landmarks) are not the image's files
+            skip = ESTARGZ_OWN_ENTRIES if mt.lazy_format(desc.annotations) == "estargz" \
+                else frozenset()
             stats.append(tree.apply_layer(typing.cast(typing.BinaryIO, stream),
-                                          hash_contents=hash_contents))
+                                          hash_contents=hash_contents, skip_names=skip))
         task.done()
         for w in stats[-1].warnings:
             progress.note(f"warning: {what}: {w}")

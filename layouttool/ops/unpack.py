@@ -30,14 +30,16 @@ from layouttool.errors import (
     ConflictError,
     IntegrityError,
     InvalidInputError,
+    LayoutToolError,
     UnsupportedError,
     from_oserror,
 )
 from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Platform, dump_json
-from layouttool.ops.common import open_image
+from layouttool.ops.common import ResolvedImage, open_image
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.rootfs import ApplyOptions, apply_layer
+from layouttool.rootfs.record import Facts, encode_record, record_path
 from layouttool.store import write_atomically
 
 
@@ -57,6 +59,8 @@ class UnpackResult:
     bundle: bool
     rootless: bool
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    #: the record of what was written, beside the rootfs (None if it could not be written)
+    record: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -73,6 +77,7 @@ class UnpackResult:
             "bundle": self.bundle,
             "rootless": self.rootless,
             "warnings": list(self.warnings),
+            "record": self.record,
         }
 
 
@@ -134,6 +139,7 @@ def unpack_image(
             raise from_oserror(exc, "create", root) from exc
     rootless = rootless or os.geteuid() != 0
     opts = ApplyOptions(rootless=rootless)
+    facts = Facts()
     # an eStargz layer's own entries (TOC, landmark) are not part of the image's files
     estargz_opts = replace(opts, skip_names=ESTARGZ_OWN_ENTRIES)
     entries = 0
@@ -160,7 +166,8 @@ def unpack_image(
             try:
                 lazy = mt.lazy_format(layer.annotations)
                 layer_opts = estargz_opts if lazy == "estargz" else opts
-                stats = apply_layer(ahead, root, layer_opts)  # type: ignore[arg-type]
+                stats = apply_layer(ahead, root, layer_opts,  # type: ignore[arg-type]
+                                    on_entry=facts.hook(i))
                 while ahead.read(CHUNK):
                     pass
             finally:
@@ -192,6 +199,7 @@ def unpack_image(
 
         spec = runtime_config(img.config.doc, root, rootless=rootless)
         write_atomically(dest_path / "config.json", dump_json(spec))
+    record = _write_record(root, img, facts, image, rootless, warnings, progress)
     return UnpackResult(
         image=image,
         dest=str(dest_path),
@@ -205,5 +213,30 @@ def unpack_image(
         bundle=bundle,
         rootless=rootless,
         warnings=tuple(warnings),
+        record=record,
     )
+
+
+def _write_record(root: Path, img: ResolvedImage, facts: Facts, image: str, rootless: bool,
+                  warnings: list[str], progress: Progress) -> str | None:
+    """Write what the rootfs holds now beside it, for ``repack`` (see rootfs.record); a
+    failure is a warning: the rootfs itself is complete."""
+    header = {
+        "image": image,
+        "manifest": img.manifest_desc.to_json(),
+        "config": str(img.manifest.config.digest),
+        "layers": [d.to_json() for d in img.manifest.layers],
+        "rootless": rootless,
+        "dev": root.stat().st_dev,
+    }
+    try:
+        path = record_path(root)
+        write_atomically(path, b"".join(encode_record(header, root, facts,
+                                                      rootless=rootless)))
+    except (OSError, LayoutToolError) as exc:
+        msg = f"could not write the unpack record beside {root} ({exc}); repack will not work"
+        warnings.append(msg)
+        progress.note(f"warning: {msg}")
+        return None
+    return str(path)
 

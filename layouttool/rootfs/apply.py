@@ -99,7 +99,11 @@ from layouttool.rootfs.tarread import (
     time_ns,
 )
 
-__all__ = ["ApplyOptions", "ApplyStats", "apply_layer"]
+__all__ = ["ApplyOptions", "ApplyStats", "EntryHook", "apply_layer"]
+
+#: called after each entry is written: (its canonical path under root, ``""`` for the root
+#: itself; the member; for a hardlink, the canonical path of the file it links to)
+EntryHook = Callable[[str, tarfile.TarInfo, "str | None"], None]
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CACHE_MAX = 128
@@ -151,13 +155,15 @@ def apply_layer(
     options: ApplyOptions = ApplyOptions(),
     *,
     progress: Callable[[int], None] | None = None,
+    on_entry: EntryHook | None = None,
 ) -> ApplyStats:
     """Apply one uncompressed tar stream (non-seekable; read with tarfile mode ``'r|'``) to root.
 
     ``root`` must be an existing directory (it may already hold lower layers). The stream is
     only read forward and is left positioned somewhere after the end-of-archive marker; the
     caller drains and hashes the rest. ``progress``, when given, is called with the number of
-    payload bytes written since its last call.
+    payload bytes written since its last call; ``on_entry`` after each entry written (not for
+    whiteouts or skipped members), which is how ``unpack`` records what it wrote.
 
     Raises :class:`~layouttool.errors.CorruptStreamError` for unreadable tar data,
     :class:`~layouttool.errors.UnsafeInputError` for entries that would escape ``root`` or loop,
@@ -166,6 +172,7 @@ def apply_layer(
     the path relative to ``root``. On error, ``root`` is left partially applied.
     """
     applier = _Applier(root, options, progress)
+    applier.on_entry = on_entry
     try:
         applier.run(stream)
         applier.finish()
@@ -187,6 +194,9 @@ class _Applier:
         self.options = options
         self.progress = progress
         self.stats = ApplyStats()
+        self.on_entry: EntryHook | None = None
+        #: for the hook: the canonical path a hardlink entry linked to
+        self._link_src: str | None = None
         self.privileged = os.geteuid() == 0 and not options.rootless
         self._warn_counts = 0
         self._member = "<none>"
@@ -488,7 +498,10 @@ class _Applier:
                 )
             self._path = "."
             self._set_dir_meta(self.root_fd, ".", "", m)
+            if self.on_entry is not None:
+                self.on_entry("", m, None)
             return
+        self._link_src = None
         if m.isreg():
             self._regular(tar, m, parts)
         elif m.isdir():
@@ -502,6 +515,9 @@ class _Applier:
         else:
             self.stats.skipped += 1
             self.warn(f"layer tar: {m.name!r}: unknown entry type {m.type!r} skipped")
+            return
+        if self.on_entry is not None:
+            self.on_entry(self._path, m, self._link_src)
 
     def _entry_parent(self, parts: list[str]) -> tuple[int, str, str]:
         found = self._resolve_dir(parts[:-1], create=True)
@@ -652,6 +668,7 @@ class _Applier:
             raise missing
         tfd, tcanon = found
         tname = tparts[-1]
+        self._link_src = join(tcanon, tname)
         try:
             st = os.stat(tname, dir_fd=tfd, follow_symlinks=False)
         except (FileNotFoundError, NotADirectoryError):

@@ -46,6 +46,7 @@ from layouttool.rootfs.names import (
     split_name,
 )
 from layouttool.rootfs.tarread import CHUNK_SIZE, Reader, corrupt, iter_members, open_stream
+from layouttool.rootfs.write import Source, TarEntry, TarStream
 
 __all__ = [
     "Change",
@@ -53,6 +54,7 @@ __all__ = [
     "Entry",
     "LayerChanges",
     "LayerStats",
+    "MergedTar",
     "MergedTree",
     "TreeDiff",
     "WriteStats",
@@ -64,7 +66,6 @@ __all__ = [
 MAX_SYMLINK_HOPS = 255
 _MAX_WARNINGS = 100
 _ZEROS = bytes(CHUNK_SIZE)
-_END_OF_ARCHIVE = bytes(1024)
 #: the entry kinds; also the ``type`` values of ``diff --json``
 FILE, DIR, SYMLINK, CHAR, BLOCK, FIFO = "file", "dir", "symlink", "char", "block", "fifo"
 _TAR_TYPE = {
@@ -77,6 +78,8 @@ _TAR_TYPE = {
 }
 
 Pos = tuple[int, int]
+#: the data runs of a sparse file: (offset in the file, length), in order
+Runs = list[tuple[int, int]]
 
 
 class Meta:
@@ -169,16 +172,20 @@ class Dir:
 class Inode:
     """A non-directory object; hardlinks share one.
 
-    ``pos`` is the member that made it (where a file's bytes are), ``path`` the name it was
-    made under, ``links`` the names it has (kept only when tracking).
+    ``pos`` is the member that made it, ``path`` the name it was made under, ``links`` the
+    names it has (kept only when tracking). A file's bytes are in layer ``pos[0]`` at
+    ``data``: the offset of the member's data in the uncompressed stream, and the data runs of
+    a sparse member (None: one run of ``meta.size`` bytes).
     """
 
-    __slots__ = ("links", "meta", "path", "pos")
+    __slots__ = ("data", "links", "meta", "path", "pos")
 
-    def __init__(self, meta: Meta, pos: Pos, path: str) -> None:
+    def __init__(self, meta: Meta, pos: Pos, path: str,
+                 data: tuple[int, Runs | None] | None = None) -> None:
         self.meta = meta
         self.pos = pos
         self.path = path
+        self.data = data
         self.links = 0
 
 
@@ -289,7 +296,7 @@ def _read_exact(src: Reader, n: int, name: str) -> bytes:
     return data
 
 
-def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> list[tuple[int, int]] | None:
+def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Runs | None:
     """The data runs of a sparse member, checked (in order, inside the file, stored)."""
     sparse = typing.cast("list[tuple[int, int]] | None", m.sparse)
     if sparse is None:
@@ -314,15 +321,11 @@ def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> list[tuple[int, in
     return runs
 
 
-def _content(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
-    """The member's content in chunks of at most CHUNK_SIZE, holes of sparse files as zeros.
-
-    Read from ``tar.fileobj`` at the member's data, as unpack reads it.
-    """
-    src = typing.cast(Reader, tar.fileobj)
-    runs = _sparse_runs(tar, m)
+def _content(src: Reader, size: int, runs: Runs | None, name: str) -> Iterator[bytes]:
+    """A file's content in chunks of at most CHUNK_SIZE, read from ``src`` positioned at the
+    member's data (as unpack reads it); the holes of a sparse file come out as zeros."""
     if runs is None:
-        runs = [(0, m.size)]
+        runs = [(0, size)]
     pos = 0
     for off, length in runs:
         while pos < off:
@@ -332,11 +335,11 @@ def _content(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Iterator[bytes]:
         remaining = length
         while remaining:
             n = min(remaining, CHUNK_SIZE)
-            yield _read_exact(src, n, m.name)
+            yield _read_exact(src, n, name)
             remaining -= n
         pos = off + length
-    while pos < m.size:
-        n = min(m.size - pos, CHUNK_SIZE)
+    while pos < size:
+        n = min(size - pos, CHUNK_SIZE)
         yield _ZEROS[:n]
         pos += n
 
@@ -398,14 +401,26 @@ class MergedTree:
         #: the member being applied: its position, and its mtime (for implied directories)
         self._pos: Pos = (-1, -1)
         self._mtime: float = 0
+        #: where the current regular member's data is (offset, sparse runs)
+        self._data: tuple[int, Runs | None] | None = None
+        #: names at the root this layer's entries may not have (see apply_layer)
+        self._skip: frozenset[str] = frozenset()
 
     # -- public -----------------------------------------------------------------------------
 
-    def apply_layer(self, stream: typing.BinaryIO, *, hash_contents: bool = False) -> LayerStats:
+    def apply_layer(
+        self,
+        stream: typing.BinaryIO,
+        *,
+        hash_contents: bool = False,
+        skip_names: frozenset[str] = frozenset(),
+    ) -> LayerStats:
         """Apply the next layer, read once from ``stream`` (an uncompressed tar, forward only).
 
         ``hash_contents`` reads every file's content to record its sha256 (for ``diff``);
-        without it the content is skipped. The stream is left somewhere after the end marker:
+        without it the content is skipped. ``skip_names``: entries at the root with these
+        names are left out, as :class:`~layouttool.rootfs.ApplyOptions` says (an eStargz
+        layer's TOC and landmarks). The stream is left somewhere after the end marker:
         the caller drains and hashes the rest. Raises what unpack raises for the same layer:
         :class:`~layouttool.errors.CorruptStreamError`, :class:`~layouttool.errors.
         UnsafeInputError`, :class:`~layouttool.errors.InvalidInputError`.
@@ -421,6 +436,7 @@ class MergedTree:
         self._fresh.clear()
         self._opaqued.clear()
         self._before.clear()
+        self._skip = skip_names
         with open_stream(stream) as tar:
             for ordinal, m in enumerate(_members(tar, self._warn)):
                 self._member = m.name
@@ -428,13 +444,14 @@ class MergedTree:
                 digest = None
                 if m.isreg():
                     stats.file_bytes += m.size
+                    runs = _sparse_runs(tar, m)
+                    self._data = (m.offset_data, runs)
                     if hash_contents:
                         h = hashlib.sha256()
-                        for chunk in _content(tar, m):
+                        src = typing.cast(Reader, tar.fileobj)
+                        for chunk in _content(src, m.size, runs, m.name):
                             h.update(chunk)
                         digest = h.digest()
-                    else:
-                        _sparse_runs(tar, m)
                 self._apply(m, (self._layer, ordinal), digest)
         if self._warn_count > _MAX_WARNINGS:
             stats.warnings.append(
@@ -678,6 +695,9 @@ class MergedTree:
                 raise errors.InvalidInputError(
                     f"layer tar: {m.name!r}: whiteout name {comp!r} used as a directory"
                 )
+        if len(parts) == 1 and parts[0] in self._skip:
+            self._stats.skipped += 1
+            return
         if parts and parts[-1].startswith(WHITEOUT_PREFIX):
             # whatever its tar type, a whiteout is only a path (smolvm #401)
             self._whiteout(parts)
@@ -692,7 +712,7 @@ class MergedTree:
             self.root_set = True
             return
         if m.isreg():
-            self._leaf(parts, Meta.of(m, FILE, digest))
+            self._leaf(parts, Meta.of(m, FILE, digest), self._data)
         elif m.isdir():
             self._directory(m, parts)
         elif m.issym():
@@ -717,11 +737,12 @@ class MergedTree:
             self._stats.skipped += 1
             self._warn(f"layer tar: {m.name!r}: unknown entry type {m.type!r} skipped")
 
-    def _leaf(self, parts: list[str], meta: Meta) -> None:
+    def _leaf(self, parts: list[str], meta: Meta,
+              data: tuple[int, Runs | None] | None = None) -> None:
         parent, pcanon, name = self._entry_parent(parts)
         path = join(pcanon, name)
         self._clear_slot(parent, pcanon, name, keep_dir=False)
-        self._bind(parent, name, path, Inode(meta, self._pos, path))
+        self._bind(parent, name, path, Inode(meta, self._pos, path, data))
         self._mark_upper(path)
 
     def _directory(self, m: tarfile.TarInfo, parts: list[str]) -> None:
@@ -846,63 +867,44 @@ class WriteStats:
     layers_read: tuple[int, ...]
 
 
-class _TarOut:
-    """Writes tar entries (PAX where needed) to ``write``; names are relative POSIX paths."""
+def _tar_entry(name: str, meta: Meta, *, link: str | None = None,
+               content: Callable[[], Source] | None = None) -> TarEntry:
+    """The tar entry of ``meta`` under ``name`` (a hardlink to ``link`` when given). Times
+    are whole seconds and owners numeric, as every layer :mod:`~layouttool.rootfs.write`
+    makes."""
+    xattrs = {} if link is not None or not meta.xattrs else {
+        k: v.encode("utf-8", "surrogateescape") for k, v in meta.xattrs.items()}
+    return TarEntry(
+        name,
+        tarfile.LNKTYPE if link is not None else _TAR_TYPE[meta.kind],
+        meta.mode,
+        meta.uid,
+        meta.gid,
+        int(meta.mtime),
+        meta.size if link is None and meta.kind == FILE else 0,
+        link if link is not None else meta.target,
+        meta.devmajor,
+        meta.devminor,
+        xattrs,
+        content,
+    )
 
-    def __init__(self, write: Callable[[bytes], object]) -> None:
-        self._write = write
-        self.entries = 0
-        self.content_bytes = 0
-        self.size = 0
 
-    def _out(self, data: bytes) -> None:
-        self._write(data)
-        self.size += len(data)
+class _Chunks:
+    """A :class:`~layouttool.rootfs.write.Source` over an iterator of byte chunks."""
 
-    def header(self, name: str, meta: Meta, *, link: str | None = None) -> None:
-        info = tarfile.TarInfo(name)
-        if link is not None:
-            info.type = tarfile.LNKTYPE
-            info.linkname = link
-        else:
-            info.type = _TAR_TYPE[meta.kind]
-            info.linkname = meta.target
-            if meta.kind == FILE:
-                info.size = meta.size
-        info.mode = meta.mode
-        info.uid = meta.uid
-        info.gid = meta.gid
-        info.uname = meta.uname
-        info.gname = meta.gname
-        info.mtime = meta.mtime
-        info.devmajor = meta.devmajor
-        info.devminor = meta.devminor
-        pax: dict[str, str] = {}
-        if meta.pax_mtime is not None:
-            pax["mtime"] = meta.pax_mtime
-        if meta.xattrs and link is None:
-            for key, value in meta.xattrs.items():
-                pax[XATTR_PREFIX + key] = value
-        info.pax_headers = pax
-        try:
-            self._out(info.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape"))
-        except ValueError as exc:  # a field no tar header can hold
-            raise errors.InvalidInputError(f"merged tree: {name!r}: {exc}") from exc
-        self.entries += 1
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._buf = b""
 
-    def content(self, chunks: Iterator[bytes], size: int, name: str) -> None:
-        done = 0
-        for chunk in chunks:
-            self._out(chunk)
-            done += len(chunk)
-        if done != size:  # pragma: no cover - _content yields exactly m.size bytes
-            raise errors.InternalError(f"merged tree: {name!r}: wrote {done} of {size} bytes")
-        self.content_bytes += size
-        if size % 512:
-            self._out(bytes(512 - size % 512))
-
-    def close(self) -> None:
-        self._out(_END_OF_ARCHIVE)
+    def read(self, n: int = -1, /) -> bytes:
+        if not self._buf:
+            self._buf = next(self._chunks, b"")
+        if n < 0 or n >= len(self._buf):
+            out, self._buf = self._buf, b""
+            return out
+        out, self._buf = self._buf[:n], self._buf[n:]
+        return out
 
 
 @dataclass(slots=True)
@@ -945,88 +947,136 @@ def _plan(tree: MergedTree) -> tuple[dict[int, list[_Event]], dict[str, Dir]]:
     return by_layer, dirs
 
 
+class MergedTar:
+    """The tree as the tar entries of one layer (pass 2), for
+    :class:`~layouttool.rootfs.write.TarStream`.
+
+    The entries come in layer order: each object at the position of the member that made it
+    (directories no entry named: at the member that implied them), every directory before
+    anything inside it, the root (``./``) first when a layer gave it attributes. A file's bytes
+    are read from the layer that holds them, at the offset the first read found:
+    ``open_layer(i)`` must give layer ``i``'s uncompressed tar stream again, exactly as
+    :meth:`MergedTree.apply_layer` read it (its context manager drains and verifies what is
+    left); layers that hold no surviving content are not read at all. A hardlinked inode is
+    written once, under the name its content was stored under when that survives, else under
+    its first surviving name, immediately followed by its other names as hardlinks to it: a
+    link whose target a later layer deleted or replaced carries the content
+    (go-containerregistry #977). Names are relative POSIX paths; whiteouts never appear.
+    Bounded memory: contents stream through in CHUNK_SIZE pieces.
+    """
+
+    def __init__(
+        self,
+        tree: MergedTree,
+        open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
+    ) -> None:
+        self._tree = tree
+        self._open_layer = open_layer
+        #: the layers read a second time (filled while the entries are pulled)
+        self.layers_read: list[int] = []
+
+    def entries(self) -> Iterator[TarEntry]:
+        """The entries, lazily: pull each one's content before the next entry."""
+        by_layer, dirs = _plan(self._tree)
+        done: set[str] = set()
+
+        def ensure_dir(path: str) -> Iterator[TarEntry]:
+            todo = []
+            while path and path not in done:
+                todo.append(path)
+                path = posixpath.dirname(path)
+            for p in reversed(todo):
+                done.add(p)
+                yield _tar_entry(p, dirs[p].meta)
+
+        def emit(e: _Event, src: _Cursor | None) -> Iterator[TarEntry]:
+            if isinstance(e.node, Dir):
+                yield from ensure_dir(e.path)
+                return
+            meta = e.node.meta
+            yield from ensure_dir(posixpath.dirname(e.path))
+            opener: Callable[[], Source] | None = None
+            if e.needs_content:
+                assert src is not None and e.node.data is not None
+                offset, runs = e.node.data
+                src.skip_to(offset, e.path)
+                chunks = _Chunks(_content(src, meta.size, runs, e.path))
+
+                def opener() -> Source:
+                    return chunks
+
+            yield _tar_entry(e.path, meta, content=opener)
+            for other in e.others:
+                yield from ensure_dir(posixpath.dirname(other))
+                yield _tar_entry(other, meta, link=e.path)
+
+        if self._tree.root_set:
+            yield _tar_entry(".", self._tree.root.meta)
+        for layer in range(self._tree.layers):
+            events = by_layer.get(layer, [])
+            if not any(e.needs_content for e in events):
+                for e in events:
+                    yield from emit(e, None)
+                continue
+            self.layers_read.append(layer)
+            with self._open_layer(layer) as stream:
+                cursor = _Cursor(stream, layer)
+                for e in events:
+                    yield from emit(e, cursor)
+
+
 def write_merged(
     tree: MergedTree,
     open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
     write: Callable[[bytes], object],
 ) -> WriteStats:
-    """Write ``tree`` as one uncompressed tar stream to ``write`` (pass 2).
+    """Write ``tree`` as one uncompressed tar to ``write`` (see :class:`MergedTar`)."""
+    merged = MergedTar(tree, open_layer)
+    stream = TarStream(merged.entries())
+    size = 0
+    try:
+        while data := stream.read(CHUNK_SIZE):
+            write(data)
+            size += len(data)
+    finally:
+        stream.close()
+    return WriteStats(stream.entries, stream.content_bytes, size, tuple(merged.layers_read))
 
-    The entries come in layer order: each object at the position of the member that made it
-    (directories no entry named: at the member that implied them), every directory before
-    anything inside it, the root (``./``) first when a layer gave it attributes. A file's bytes
-    are read from the layer that holds them: ``open_layer(i)`` must give layer ``i``'s
-    uncompressed tar stream again, exactly as :meth:`MergedTree.apply_layer` read it (its
-    context manager drains and verifies what is left); layers that hold no surviving content
-    are not read at all. A hardlinked inode is written once, under the name its content was
-    stored under when that survives, else under its first surviving name, immediately
-    followed by its other names as hardlinks to it: a link whose target a later layer deleted
-    or replaced carries the content (go-containerregistry #977). Names are relative POSIX
-    paths, directories end in ``/``; whiteouts never appear. Bounded memory: contents are
-    streamed in CHUNK_SIZE pieces.
-    """
-    by_layer, dirs = _plan(tree)
-    out = _TarOut(write)
-    done: set[str] = set()
 
-    def ensure_dir(path: str) -> None:
-        if path in done:
-            return
-        parent = posixpath.dirname(path)
-        if parent:
-            ensure_dir(parent)
-        out.header(path, dirs[path].meta)
-        done.add(path)
+class _Cursor:
+    """A forward-only reader of a layer's uncompressed stream that knows its position (pass 2
+    reads a file's bytes at the offset pass 1 found, without parsing the headers again)."""
 
-    def ensure_parent(path: str) -> None:
-        parent = posixpath.dirname(path)
-        if parent:
-            ensure_dir(parent)
+    def __init__(self, src: Reader, layer: int) -> None:
+        self._src = src
+        self._layer = layer
+        self.pos = 0
 
-    def emit(e: _Event, tar: tarfile.TarFile | None, m: tarfile.TarInfo | None) -> None:
-        if isinstance(e.node, Dir):
-            ensure_dir(e.path)
-            return
-        meta = e.node.meta
-        ensure_parent(e.path)
-        out.header(e.path, meta)
-        if e.needs_content:
-            assert tar is not None and m is not None
-            if not m.isreg() or m.size != meta.size:
+    def read(self, n: int) -> bytes:
+        """Exactly ``n`` bytes, fewer only at the end (the source may return short reads)."""
+        data = self._src.read(n)
+        if 0 < len(data) < n:
+            parts = [data]
+            got = len(data)
+            while got < n and (more := self._src.read(n - got)):
+                parts.append(more)
+                got += len(more)
+            data = b"".join(parts)
+        self.pos += len(data)
+        return data
+
+    def skip_to(self, offset: int, name: str) -> None:
+        while self.pos < offset:
+            if not self.read(min(offset - self.pos, CHUNK_SIZE)):
                 raise errors.IntegrityError(
-                    f"layer {e.pos[0] + 1}: member {e.pos[1]} is not the file {e.path!r} it "
-                    "was on the first read (did the blob change?)"
+                    f"layer {self._layer + 1} ended before the data of {name!r} that the first "
+                    "read found (did the blob change?)"
                 )
-            out.content(_content(tar, m), meta.size, e.path)
-        for other in e.others:
-            ensure_parent(other)
-            out.header(other, meta, link=e.path)
+        if self.pos != offset:  # pragma: no cover - offsets only grow
+            raise errors.InternalError(f"merged tree: {name!r}: data offsets go backwards")
 
-    if tree.root_set:
-        out.header(".", tree.root.meta)
-    read: list[int] = []
-    for layer in range(tree.layers):
-        events = by_layer.get(layer, [])
-        if not any(e.needs_content for e in events):
-            for e in events:
-                emit(e, None, None)
-            continue
-        read.append(layer)
-        i = 0
-        with open_layer(layer) as stream, open_stream(stream) as tar:
-            for ordinal, m in enumerate(_members(tar, lambda _msg: None)):
-                while i < len(events) and events[i].pos[1] == ordinal:
-                    emit(events[i], tar, m)
-                    i += 1
-                if i == len(events):
-                    break
-        if i < len(events):
-            raise errors.IntegrityError(
-                f"layer {layer + 1} ended before member {events[i].pos[1]} ({events[i].path!r})"
-                " that the first read found (did the blob change?)"
-            )
-    out.close()
-    return WriteStats(out.entries, out.content_bytes, out.size, tuple(read))
+    def tell(self) -> int:
+        return self.pos
 
 
 # -- comparing two trees --------------------------------------------------------------------

@@ -1,0 +1,55 @@
+"""Artifacts that refer to an image: attach, referrers."""
+
+from __future__ import annotations
+
+import click
+
+from layouttool.cli._common import emit, human_size, json_option, progress, summary
+
+
+def _annotation(ctx: click.Context, param: click.Parameter, values: tuple[str, ...]
+                ) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for v in values:
+        key, sep, value = v.partition("=")
+        if not sep or not key:
+            raise click.BadParameter(f"{v!r}: expected KEY=VALUE", ctx, param)
+        out[key] = value
+    return out
+
+
+@click.command("attach")
+@click.argument("image")
+@click.argument("files", nargs=-1, required=True, metavar="FILE[:TYPE]...")
+@click.option("--artifact-type", required=True, metavar="TYPE",
+              help="The artifact's type, a media type (e.g. application/spdx+json).")
+@click.option("--annotation", "annotations", multiple=True, metavar="KEY=VALUE",
+              callback=_annotation, help="An annotation of the artifact manifest. Repeatable.")
+@json_option
+def attach_cmd(image: str, files: tuple[str, ...], artifact_type: str,
+               annotations: dict[str, str], as_json: bool) -> None:
+    """Store FILEs as an OCI artifact whose subject is IMAGE (oras attach).
+
+    One layer per FILE, titled with the file's name; FILE:TYPE gives its media type
+    (default application/octet-stream). The artifact manifest (empty config, artifactType
+    TYPE) gets an untagged entry in index.json; 'layouttool referrers IMAGE' lists it and gc
+    keeps it while IMAGE is kept. IMAGE may be LAYOUT@sha256:... of any manifest in the
+    layout, such as one platform of an index. SOURCE_DATE_EPOCH fixes the created annotation.
+
+    \b
+    Examples:
+      layouttool attach ./oci:app:1.0 sbom.json --artifact-type application/spdx+json
+      layouttool attach ./oci:app sig.bin --artifact-type application/vnd.example.sig
+      layouttool attach ./oci:app notes.txt:text/plain --artifact-type text/plain --json
+      layouttool attach ./oci:app a.json --artifact-type application/json --annotation k=v
+    """
+    from layouttool.ops.attach import attach_artifact
+
+    with progress() as prog:
+        res = attach_artifact(image, list(files), artifact_type=artifact_type,
+                              annotations=annotations, progress=prog)
+    emit(res, as_json, lambda: str(res.manifest.digest))
+    size = sum(d.size for _, d in res.layers)
+    summary(f"attached {len(res.layers)} file(s) ({human_size(size)}) to "
+            f"{res.subject.digest} as {res.manifest.digest}")
+
