@@ -178,23 +178,3 @@ def walk(
             continue
         yield Node(node.desc, node.role, node.parent, doc)
         stack.extend(reversed(kids))
-
-
-def find_referrers(  # TEMPORARY SHIM (not for commit): reader lands the real one
-    layout: Layout, subject: Digest, artifact_type: str | None = None
-) -> tuple[Descriptor, ...]:
-    from layouttool.ops.gc import _sniff_subject
-
-    found = []
-    with layout.pinned() as dirs:
-        for e in dirs.scan():
-            if e.digest is None:
-                continue
-            st = dirs.lstat(e)
-            if st is None:
-                continue
-            ref = _sniff_subject(dirs, e, st)
-            if ref is None or ref[1] != subject:
-                continue
-            found.append(ref[0])
-    return tuple(sorted(found, key=lambda d: d.digest))
