@@ -25,7 +25,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import zstandard
-from isal import isal_zlib
 
 REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
@@ -62,18 +61,16 @@ def real_sample(total_mb: int) -> bytes:
 
 
 def gzip_blocks(level: int) -> Callable[[bytes], int]:
-    """The importer's gzip: ISA-L raw deflate per 1 MiB block, primed, sync-flushed."""
+    """The importer's gzip: raw deflate per 1 MiB block, primed, sync-flushed, incompressible
+    blocks stored (layouttool's own block function, so the sizes are exactly what it writes)."""
+    from layouttool.codec import _deflate_block
+
     def run(data: bytes) -> int:
         n = 0
         tail = b""
         for i in range(0, len(data), BLOCK):
             block = data[i:i + BLOCK]
-            if tail:
-                c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15, 9,
-                                          isal_zlib.Z_DEFAULT_STRATEGY, tail)
-            else:
-                c = isal_zlib.compressobj(level, isal_zlib.DEFLATED, -15)
-            n += len(c.compress(block) + c.flush(isal_zlib.Z_SYNC_FLUSH))
+            n += len(_deflate_block(level, block, tail)[0])
             tail = block[-WINDOW:]
         return n
     return run

@@ -21,6 +21,9 @@ class Target:
     max_size_ratio: float | None = None  # our output size / the first peer's
     max_s: float | None = None  # our median wall time
     max_rss_mib: float = 128.0  # our peak RSS, every command
+    #: our time / the time of the side named ``floor`` (a peer or floor of the case)
+    max_over_floor: float | None = None
+    floor: str | None = None
 
     def describe(self) -> str:
         """A short human form, e.g. ``>=2.5x, size<=+3%, RSS<128M``."""
@@ -31,6 +34,8 @@ class Target:
             parts.append(f"size<=+{(self.max_size_ratio - 1) * 100:.0f}%")
         if self.max_s is not None:
             parts.append(f"<{self.max_s * 1000:.0f}ms")
+        if self.max_over_floor is not None:
+            parts.append(f"<={self.max_over_floor:g}x {self.floor}")
         parts.append(f"RSS<{self.max_rss_mib:.0f}M")
         return ", ".join(parts)
 
@@ -118,6 +123,8 @@ class Case:
     peers: list[Side]
     target: Target | None = None
     notes: list[str] = field(default_factory=list)
+    #: a row of the goals table (:func:`format_goals`): the issue's cases
+    headline: bool = False
 
     def ratio(self, peer: Side) -> float | None:
         """``peer time / our time`` (above 1: we are faster)."""
@@ -125,6 +132,15 @@ class Case:
         if o is None or p is None or not self.ours.ok or not peer.ok or o <= 0:
             return None
         return p / o
+
+    def over_floor(self) -> float | None:
+        """Our time / the time of the target's ``floor`` side (None when either is missing)."""
+        name = self.target.floor if self.target else None
+        floor = next((p for p in self.peers if p.tool == name), None)
+        if floor is None:
+            return None
+        r = self.ratio(floor)
+        return None if r is None or r <= 0 else 1 / r
 
     def mb_s(self) -> float | None:
         """Our throughput in MB/s (10^6 bytes) of the case's input bytes."""
@@ -155,6 +171,10 @@ class Case:
             m = self.ours.median_s
             if m is not None and m > t.max_s:
                 misses.append(f"{m * 1000:.0f}ms")
+        if t.max_over_floor is not None:
+            over = self.over_floor()
+            if over is not None and over > t.max_over_floor:
+                misses.append(f"{over:.2f}x {t.floor}")
         return "ok" if not misses else "MISS " + ", ".join(misses)
 
     def to_json(self) -> dict[str, Any]:
@@ -231,16 +251,54 @@ def table_rows(cases: list[Case]) -> list[list[str]]:
     return rows
 
 
-def format_text(cases: list[Case]) -> str:
-    """The results as an aligned plain-text table."""
-    rows = [HEADER, *table_rows(cases)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(HEADER))]
+def _align(header: list[str], body: list[list[str]]) -> str:
+    """An aligned plain-text table."""
+    rows = [header, *body]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     lines = []
     for n, r in enumerate(rows):
         lines.append("  ".join(cell.ljust(w) for cell, w in zip(r, widths, strict=True)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def format_text(cases: list[Case]) -> str:
+    """The results as an aligned plain-text table."""
+    return _align(HEADER, table_rows(cases))
+
+
+GOALS_HEADER = ["case", "vs", "ours s", "theirs s", "ratio", "goal", "ours RSS MiB", "verdict"]
+
+
+def goal_rows(cases: list[Case]) -> list[list[str]]:
+    """The headline cases: one row per peer and floor they are judged against."""
+    rows = []
+    for c in cases:
+        if not c.headline:
+            continue
+        t = c.target
+        for p in c.peers:
+            ratio = c.ratio(p)
+            if t is not None and p.tool == t.floor:
+                goal = f"ours <= {t.max_over_floor:g}x theirs"
+                shown = "-" if ratio is None else f"{1 / ratio:.2f}x theirs"
+            elif t is not None and t.min_ratio is not None and p is c.peers[0]:
+                goal = f">= {t.min_ratio:g}x"
+                shown = "-" if ratio is None else f"{ratio:.2f}x"
+            else:
+                goal = "-"
+                shown = "-" if ratio is None else f"{ratio:.2f}x"
+            rows.append([c.name, p.tool, _secs(c.ours), _secs(p), shown, goal,
+                         _mib(c.ours.rss_mib) if c.ours.runs else "-",
+                         c.verdict() if p is c.peers[0] else ""])
+    return rows
+
+
+def format_goals(cases: list[Case]) -> str:
+    """The goals table (the issue's cases), or "" when none ran."""
+    rows = goal_rows(cases)
+    return _align(GOALS_HEADER, rows) if rows else ""
 
 
 def _load(machine: dict[str, Any]) -> str:
@@ -267,6 +325,12 @@ def format_markdown(cases: list[Case], machine: dict[str, Any], tools: dict[str,
     notes = [f"- {c.name}: {n}" for c in cases for n in c.notes]
     if notes:
         out += ["", *notes]
+    goals = goal_rows(cases)
+    if goals:
+        out += ["", "Goals (the issue's cases, from the same run):", "",
+                "| " + " | ".join(GOALS_HEADER) + " |",
+                "|" + "|".join("---" for _ in GOALS_HEADER) + "|"]
+        out += ["| " + " | ".join(cell.replace("|", "/") for cell in r) + " |" for r in goals]
     return "\n".join(out) + "\n"
 
 

@@ -23,6 +23,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -33,7 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import gen  # noqa: E402
+from bench import gen, realimg  # noqa: E402
 from bench.measure import (  # noqa: E402
     fs_type,
     machine_info,
@@ -46,6 +47,7 @@ from bench.report import (  # noqa: E402
     Case,
     Side,
     Target,
+    format_goals,
     format_markdown,
     format_text,
     write_results,
@@ -264,6 +266,41 @@ def log_case(case: Case) -> None:
     log(f"  {case.name}: " + ", ".join(parts))
 
 
+class Builder:
+    """Makes the commands of the cases and collects the plans, in the order they run."""
+
+    def __init__(self, runs: int) -> None:
+        self.runs = runs
+        self.lt = [*ours_argv(), "-q"]
+        self.have = our_commands(ours_argv())
+        self.skopeo = shutil.which("skopeo")
+        self.umoci = shutil.which("umoci")
+        self.plans: list[Plan] = []
+
+    def ours(self, cmd: str, argv: list[str], **kw: Any) -> Cmd:
+        """Our command ``cmd`` (shown as "not available" when the CLI does not have it)."""
+        side = Side("ours", "layouttool", None if cmd in self.have else "not available")
+        return Cmd(side, [*self.lt, cmd, *argv], **kw)
+
+    def peer(self, name: str, path: str | None, argv: list[str], **kw: Any) -> Cmd:
+        """A peer tool's command (shown as not installed when ``path`` is None)."""
+        side = Side("peer", name, None if path else f"{name} not installed")
+        return Cmd(side, [path or name, *argv], **kw)
+
+    def floor(self, name: str, argv: list[str], *, need: str | None = None, **kw: Any) -> Cmd:
+        """A yardstick command (``need``: a program it runs, reported when missing)."""
+        missing = f"{need} not installed" if need and shutil.which(need) is None else None
+        return Cmd(Side("floor", name, missing), argv, **kw)
+
+    def add(self, name: str, group: str, nbytes: int | None, cmds: list[Cmd],
+            target: Target | None, warm_paths: list[Path], n: int | None = None, *,
+            headline: bool = False) -> None:
+        """A case: ``cmds[0]`` is ours, the rest its peers and floors."""
+        case = Case(name, group, nbytes, cmds[0].side, [c.side for c in cmds[1:]], target,
+                    headline=headline)
+        self.plans.append(Plan(case, cmds, self.runs if n is None else n, warm_paths))
+
+
 def build_plans(
     inp: gen.Inputs,
     big: gen.BigInput | None,
@@ -273,33 +310,20 @@ def build_plans(
     fast_runs: int,
     *,
     unpack_on_disk: bool = True,
+    real: realimg.RealImage | None = None,
+    sample: Path | None = None,
 ) -> list[Plan]:
-    """Every case of the benchmark, in the order they run."""
-    lt = [*ours_argv(), "-q"]
-    have = our_commands(ours_argv())
-    skopeo = shutil.which("skopeo")
-    umoci = shutil.which("umoci")
-    tar = shutil.which("tar")
+    """Every case of the benchmark, in the order they run: the generated image's, then the
+    real image's (``real``, on tmpfs), then start-up on the small layout ``sample``."""
+    b = Builder(runs)
+    ours, peer, add, plans = b.ours, b.peer, b.add, b.plans
+    skopeo, umoci = b.skopeo, b.umoci
     root = os.geteuid() == 0
     save = Path(inp.save_tar)
     ogz, ozst = Path(inp.oci_gzip), Path(inp.oci_zstd)
     layers = [Path(p) for p in inp.layer_tars]
     ref = inp.ref
     tar_bytes = inp.uncompressed_bytes
-    plans: list[Plan] = []
-
-    def ours(cmd: str, argv: list[str], **kw: Any) -> Cmd:
-        side = Side("ours", "layouttool", None if cmd in have else "not available")
-        return Cmd(side, [*lt, cmd, *argv], **kw)
-
-    def peer(name: str, path: str | None, argv: list[str], **kw: Any) -> Cmd:
-        side = Side("peer", name, None if path else f"{name} not installed")
-        return Cmd(side, [path or name, *argv], **kw)
-
-    def add(name: str, group: str, nbytes: int | None, cmds: list[Cmd], target: Target | None,
-            warm_paths: list[Path], n: int = runs) -> None:
-        case = Case(name, group, nbytes, cmds[0].side, [c.side for c in cmds[1:]], target)
-        plans.append(Plan(case, cmds, n, warm_paths))
 
     # import: docker save tarball -> OCI layout
     skopeo_flags = {"gzip": [], "zstd": ["--dest-compress-format", "zstd"],
@@ -347,13 +371,9 @@ def build_plans(
                 base / f"unpack-{mode}-tar"
             # tar -x of the uncompressed layers, one after the other: no decompression, no
             # whiteouts, no safety checks; the machine's floor for writing this tree
-            script = 'd=$1; shift; for f; do tar -xf "$f" -C "$d" $TARFLAGS || exit 1; done'
-            floor = Cmd(Side("floor", "tar -x (floor)", None if tar else "tar not installed"),
-                        ["sh", "-c", script.replace("$TARFLAGS",
-                                                    "--no-same-owner" if rootless else ""),
-                         "sh", str(d3), *map(str, layers)],
-                        out=d3, prepare=functools.partial(d3.mkdir, parents=True),
-                        defer_delete=where == "disk")
+            owner = " --no-same-owner" if rootless else ""
+            floor = floor_cmd(b, "tar -x (floor)", f'tar -xf "$f" -C "$d"{owner}', "tar", d3,
+                              layers, defer_delete=where == "disk")
             cmds = [
                 ours("unpack", [f"{ogz}:{ref}", str(d1), *flag], out=d1,
                      defer_delete=where == "disk"),
@@ -398,15 +418,7 @@ def build_plans(
                      size_path=g2 / "blobs", prepare=functools.partial(make, g2)),
             ], Target(min_ratio=20), warm_paths)
 
-    # start-up cost on a small layout
-    add("ls", "startup", None, [
-        ours("ls", [str(ogz)]),
-        peer("umoci", umoci, ["ls", "--layout", str(ogz)]),
-    ], Target(max_s=0.150), [ogz / "index.json"], fast_runs)
-    add("inspect", "startup", None, [
-        ours("inspect", [f"{ogz}:{ref}"]),
-        peer("skopeo", skopeo, ["inspect", f"oci:{ogz}:{ref}"]),
-    ], Target(), [ogz / "index.json"], fast_runs)
+    # start-up cost on a small layout: see startup_plans
 
     # flat memory: one very large layer
     if big is not None:
@@ -431,8 +443,181 @@ def build_plans(
                      size_path=g2 / "blobs",
                      prepare=functools.partial(image_with_orphans, g2, blayout)),
             ], Target(min_ratio=20), [blayout, ozst])
+
     export_cases(add, ours, peer, ogz, ref, work, tar_bytes, layers)
+    lazy_plans(ours, peer, add, ogz, ozst, ref, work, tmpfs, tar_bytes)
+    # make and change images (issue 17), on the real image when make-real-image.sh built it
+    src_layout, src_ref = real_image_layout() or (ogz, ref)
+    build_rows(add, ours, peer, umoci, b.lt, src_layout, src_ref, tmpfs or work, runs)
+    if real is not None and tmpfs is not None:
+        real_plans(b, real, tmpfs)
+    if sample is not None:
+        startup_plans(b, sample, fast_runs)
     return plans
+
+
+#: the floor scripts extract layer after layer. GNU tar's exit 2 ("some entries failed, the
+#: rest extracted") is accepted: it knows no whiteouts, so a layer that replaces a directory by
+#: a file fails that entry (the real image's third layer), and the real image's last layer has
+#: no end-of-archive marker (umoci 0.4.7 writes it so); anything else (pigz failing: pipefail)
+#: fails the floor
+FLOOR_SCRIPT = ('set -o pipefail; d=$1; shift; for f; do {cmd}; rc=$?; '
+                '[ $rc -eq 0 ] || [ $rc -eq 2 ] || exit 1; done')
+
+
+def floor_cmd(b: Builder, name: str, extract: str, need: str, dest: Path,
+              files: list[Path], **kw: Any) -> Cmd:
+    """A floor that runs ``extract`` (a shell command on "$f" and "$d") on each of ``files``."""
+    script = FLOOR_SCRIPT.format(cmd=extract)
+    return b.floor(name, ["bash", "-c", script, "bash", str(dest), *map(str, files)],
+                   need=need, out=dest, prepare=functools.partial(dest.mkdir, parents=True), **kw)
+
+
+def real_plans(b: Builder, img: realimg.RealImage, base: Path) -> None:
+    """The issue's cases on the real image, every input and output on tmpfs (``base``)."""
+    save, lay, ref = img.save_tar, img.layout, img.ref
+    nbytes = img.save_bytes
+    skopeo_flags = {"gzip": [], "zstd": ["--dest-compress-format", "zstd"]}
+    for comp, goal in (("gzip", 2.6), ("zstd", 1.6)):
+        o1, o2 = base / f"real-import-{comp}-ours", base / f"real-import-{comp}-skopeo"
+        b.add(f"real import {comp}", "real-import", nbytes, [
+            b.ours("from-docker-save", [str(save), "-o", str(o1), "--compression", comp],
+                   out=o1, check_layout=True),
+            b.peer("skopeo", b.skopeo, ["copy", "-q", *skopeo_flags[comp],
+                                        f"docker-archive:{save}", f"oci:{o2}:{ref}"],
+                   out=o2, check_layout=True),
+        ], Target(min_ratio=goal), [save], headline=True)
+    o1, o2 = base / "real-convert-ours", base / "real-convert-skopeo"
+    b.add("real convert gzip->zstd", "real-convert", img.uncompressed_bytes, [
+        b.ours("convert", [f"{lay}:{ref}", "--compression", "zstd", "-o", str(o1)], out=o1,
+               check_layout=True),
+        b.peer("skopeo", b.skopeo, ["copy", "-q", "--dest-compress-format", "zstd",
+                                    f"oci:{lay}:{ref}", f"oci:{o2}:{ref}"],
+               out=o2, check_layout=True),
+    ], Target(min_ratio=1.6), [lay], headline=True)
+    for rootless in (False, True):
+        mode = "rootless" if rootless else "root"
+        flag = ["--rootless"] if rootless else []
+        owner = " --no-same-owner" if rootless else ""
+        d = {k: base / f"real-unpack-{mode}-{k}" for k in ("ours", "umoci", "tar", "pigz")}
+        cmds = [
+            b.ours("unpack", [f"{lay}:{ref}", str(d["ours"]), *flag], out=d["ours"]),
+            b.peer("umoci", b.umoci, ["unpack", *flag, "--image", f"{lay}:{ref}",
+                                      str(d["umoci"])],
+                   out=d["umoci"], size_path=d["umoci"] / "rootfs"),
+            # decompression included, no whiteouts, no checks: what the issue's goal is set on
+            floor_cmd(b, "pigz -dc | tar -x", f'pigz -dc "$f" | tar -xf - -C "$d"{owner}',
+                      "pigz", d["pigz"], list(img.gzip_layers)),
+            # the uncompressed layers: the cost of writing this tree and nothing else
+            floor_cmd(b, "tar -x (floor)", f'tar -xf "$f" -C "$d"{owner}', "tar", d["tar"],
+                      list(img.layer_tars)),
+        ]
+        if not rootless and os.geteuid() != 0:
+            for c in cmds:
+                c.side.missing = "needs root"
+        b.add(f"real unpack {mode} tmpfs", "real-unpack", img.uncompressed_bytes, cmds,
+              Target(min_ratio=3.5, max_over_floor=1.15, floor="pigz -dc | tar -x"),
+              [lay, *img.layer_tars], headline=True)
+
+
+#: the image and tag of the start-up rows (the import of testdata/sample-docker-save.tar)
+SAMPLE_TAR = REPO / "testdata" / "sample-docker-save.tar"
+SAMPLE_REF = "layouttool-sample:1.0"
+
+
+def startup_plans(b: Builder, sample: Path, runs: int) -> None:
+    """What scripts call in loops, on a small layout, beside umoci and the bare interpreter."""
+    floors = [
+        b.floor("python -c pass", [sys.executable, "-c", "pass"]),
+        b.floor("python -c 'import click'", [sys.executable, "-c", "import click"]),
+    ]
+    target = Target(max_over_floor=3.0, floor="python -c pass")
+    image = f"{sample}:{SAMPLE_REF}"
+    for cmd, argv, peer_argv in (
+        ("ls", [str(sample)], ["ls", "--layout", str(sample)]),
+        ("inspect", [image], ["stat", "--image", image]),
+        ("tag", [image, "bench"], ["tag", "--image", image, "bench"]),
+        ("verify", [str(sample)], None),
+    ):
+        peers = [] if peer_argv is None else [b.peer("umoci", b.umoci, peer_argv)]
+        b.add(f"startup {cmd}", "startup", None, [b.ours(cmd, argv), *peers, *floors], target,
+              [sample], runs, headline=True)
+
+
+def make_sample(dest: Path) -> Path:
+    """The small layout of the start-up rows, imported by our CLI."""
+    subprocess.run([*ours_argv(), "-q", "from-docker-save", str(SAMPLE_TAR), "-o", str(dest)],
+                   check=True)
+    return dest
+
+
+def real_image_layout() -> tuple[Path, str] | None:
+    """The real image's ``oci-umoci`` layout and ref when ``make-real-image.sh`` finished
+    (:data:`realimg.OUT`), else None."""
+    out = realimg.OUT
+    if realimg.complete(out) and (out / "oci-umoci" / "index.json").is_file():
+        return out / "oci-umoci", realimg.REF
+    return None
+
+
+def build_rows(
+    add: Callable[..., None],
+    ours: Callable[..., Cmd],
+    peer: Callable[..., Cmd],
+    umoci: str | None,
+    lt: list[str],
+    src_layout: Path,
+    ref: str,
+    base: Path,
+    runs: int,
+) -> None:
+    """The rows of issue 17: ``repack`` after a one-file change of the image's unpacked tree
+    beside ``umoci repack`` on the same change, and ``append`` of a large directory (the
+    image's unpacked tree, gzip) beside ``umoci insert``. Each tool gets its own copy of the
+    layout and of the unpacked tree, made once before its first run (untimed); repack and
+    append leave both as they were, so later runs start from the same state."""
+    tree = base / "build-tree"
+    work = {side: base / f"build-{side}" for side in ("ours", "umoci")}
+    done: set[str] = set()
+
+    def one_file_change(rootfs: Path) -> None:
+        # an existing file of the image, or a new one when it has none
+        target = rootfs / "etc" / "os-release"
+        if not target.is_file():
+            target = rootfs / "etc" / "layouttool-bench"
+        with target.open("a") as f:
+            f.write("# changed by make bench\n")
+
+    def setup(side: str) -> None:
+        if not tree.exists():  # the large directory append adds (either side may come first)
+            subprocess.run([*lt, "unpack", f"{src_layout}:{ref}", str(tree)], check=True)
+        if side in done:
+            return
+        d = work[side]
+        shutil.copytree(src_layout, d / "oci", symlinks=True)
+        if side == "ours":
+            subprocess.run([*lt, "unpack", f"{d / 'oci'}:{ref}", str(d / "rootfs")], check=True)
+            one_file_change(d / "rootfs")
+        else:
+            subprocess.run([umoci or "umoci", "unpack", "--image", f"{d / 'oci'}:{ref}",
+                            str(d / "bundle")], check=True, stdout=subprocess.DEVNULL)
+            one_file_change(d / "bundle" / "rootfs")
+        done.add(side)
+
+    o, u = work["ours"], work["umoci"]
+    add("repack one-file change", "build", None, [
+        ours("repack", [f"{o / 'oci'}:{ref}", str(o / "rootfs"), "--tag", "repacked"],
+             prepare=functools.partial(setup, "ours")),
+        peer("umoci", umoci, ["repack", "--image", f"{u / 'oci'}:repacked", str(u / "bundle")],
+             prepare=functools.partial(setup, "umoci")),
+    ], Target(), [], runs)
+    add("append large directory (gzip)", "build", None, [
+        ours("append", [f"{o / 'oci'}:{ref}", str(tree), "--prefix", "/big", "--tag", "appended"],
+             prepare=functools.partial(setup, "ours")),
+        peer("umoci", umoci, ["insert", "--image", f"{u / 'oci'}:{ref}", "--tag", "inserted",
+                              str(tree), "/big"],
+             prepare=functools.partial(setup, "umoci")),
+    ], Target(), [], runs)
 
 
 def export_cases(add: Callable[..., None], ours: Callable[..., Cmd], peer: Callable[..., Cmd],
@@ -456,6 +641,83 @@ def export_cases(add: Callable[..., None], ours: Callable[..., Cmd], peer: Calla
     ], Target(), [layout, *layers])
 
 
+def lazy_plans(
+    ours: Callable[..., Cmd],
+    peer: Callable[..., Cmd],
+    add: Callable[..., None],
+    ogz: Path,
+    ozst: Path,
+    ref: str,
+    work: Path,
+    tmpfs: Path | None,
+    tar_bytes: int,
+) -> None:
+    """Lazy-pull layers: writing zstd:chunked beside podman (the one peer here that writes it)
+    and beside our plain zstd; eStargz beside our plain gzip (nerdctl and ctr-remote, its
+    writers, are not packaged for Debian); unpack of each beside unpack of the plain layer of
+    the same compression (the goal: as fast)."""
+    podman = shutil.which("podman")
+    store = work / "podman-store"
+    run_root = Path(tempfile.gettempdir()) / f"lt-bench-pm-{os.getpid()}"  # under 50 chars
+    pm = [podman or "podman", "--root", str(store), "--runroot", str(run_root),
+          "--storage-driver", "vfs"]
+
+    def podman_image() -> None:
+        # untimed: the image in podman's storage once (podman pushes from its storage)
+        if not (store / ".bench-pulled").exists():
+            got = subprocess.run([*pm, "pull", "-q", f"oci:{ogz}:{ref}"], check=True,
+                                 capture_output=True, text=True)
+            subprocess.run([*pm, "tag", got.stdout.strip(), "localhost/lt-bench:1"],
+                           check=True, capture_output=True)
+            (store / ".bench-pulled").write_text("")
+
+    o1, o2, o3 = (work / f"zc-{w}" for w in ("ours", "podman", "plain"))
+    podman_side = peer("podman", podman, ["push"], out=o2, prepare=podman_image)
+    podman_side.argv = [*pm, "push", "-q", "--compression-format", "zstd:chunked",
+                        "localhost/lt-bench:1", f"oci:{o2}:{ref}"]
+    if podman and os.geteuid() != 0:
+        podman_side.side.missing = "needs root (vfs storage)"
+    plain_zstd = ours("convert", [f"{ogz}:{ref}", "--compression", "zstd", "-o", str(o3)],
+                      out=o3)
+    plain_zstd.side.role, plain_zstd.side.tool = "floor", "layouttool zstd (plain)"
+    add("convert gzip->zstd:chunked", "convert", tar_bytes, [
+        ours("convert", [f"{ogz}:{ref}", "--compression", "zstd:chunked", "-o", str(o1)],
+             out=o1, check_layout=True),
+        podman_side,
+        plain_zstd,
+    ], Target(), [ogz])
+
+    e1, e3 = work / "es-ours", work / "es-plain"
+    plain_gzip = ours("convert", [f"{ozst}:{ref}", "--compression", "gzip", "-o", str(e3)],
+                      out=e3)
+    plain_gzip.side.role, plain_gzip.side.tool = "floor", "layouttool gzip (plain)"
+    add("convert gzip->estargz", "convert", tar_bytes, [
+        ours("convert", [f"{ogz}:{ref}", "--compression", "estargz", "-o", str(e1)],
+             out=e1, check_layout=True),
+        plain_gzip,
+    ], Target(), [ogz])
+
+    # unpack: the lazy layouts made once, untimed, beside the plain ones of each compression
+    base = tmpfs if tmpfs is not None else work
+    lazy_src = {fmt: work / f"lazy-src-{fmt.replace(':', '-')}" for fmt in ("zstd:chunked",
+                                                                             "estargz")}
+
+    def make(fmt: str) -> None:
+        if not lazy_src[fmt].exists():
+            subprocess.run([*ours_argv(), "-q", "convert", f"{ogz}:{ref}", "--compression", fmt,
+                            "-o", str(lazy_src[fmt])], check=True, capture_output=True)
+
+    for fmt, plain_src, comp in (("zstd:chunked", ozst, "zstd"), ("estargz", ogz, "gzip")):
+        d1, d2 = base / f"unpack-{comp}-lazy", base / f"unpack-{comp}-plain"
+        plain = ours("unpack", [f"{plain_src}:{ref}", str(d2), "--rootless"], out=d2)
+        plain.side.role, plain.side.tool = "floor", f"layouttool {comp} (plain)"
+        add(f"unpack {fmt} rootless {'tmpfs' if tmpfs else 'disk'}", "unpack", tar_bytes, [
+            ours("unpack", [f"{lazy_src[fmt]}:{ref}", str(d1), "--rootless"], out=d1,
+                 prepare=functools.partial(make, fmt)),
+            plain,
+        ], Target(), [ogz, ozst])
+
+
 def tmpfs_dir() -> Path | None:
     """A scratch directory on tmpfs (/dev/shm), or None when there is none."""
     shm = Path("/dev/shm")
@@ -474,6 +736,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--big-mb", type=int, help="size of the single large layer (MiB; 0: skip)")
     p.add_argument("--runs", type=int, help="runs per tool per case (median)")
     p.add_argument("--fast-runs", type=int, help="runs of the start-up cases (ls, inspect)")
+    p.add_argument("--real", action=argparse.BooleanOptionalAction, default=None,
+                   help="the real Debian image's rows (default: on, off with --quick)")
     p.add_argument("--only", help="comma-separated words; run the cases whose name has one")
     p.add_argument("--out", type=Path, default=REPO / "bench" / "out",
                    help="output and cache directory (default bench/out)")
@@ -506,12 +770,35 @@ def main(argv: list[str] | None = None) -> int:
     log(f"inputs ready in {time.perf_counter() - t0:.1f}s: {inp.files} files, "
         f"{inp.uncompressed_bytes / 1e6:.0f} MB of layers; OCI layouts by {inp.oci_tool}")
 
+    real, real_src = None, None
+    if not (not args.quick if args.real is None else args.real):
+        log("real image: not in this run (--quick; --real adds it)")
+    elif tmpfs is None:
+        log("real image: skipped, its rows run on tmpfs and /dev/shm is not one")
+    else:
+        real_src, how = realimg.build(log, realimg.OUT)
+        if real_src is None:
+            log(f"real image: skipped ({how}); going on with the generated image")
+        else:
+            real = realimg.plan(real_src, tmpfs / "real", realimg.REF)
+            log(f"real image: {how}; layer 1 from {real.source}, "
+                f"{real.uncompressed_bytes / 1e6:.0f} MB of layers")
+    sample = make_sample(work / "sample-oci")
+
     # --quick unpacks on tmpfs only (when there is one): on disk is slow and noisy
     plans = build_plans(inp, big, work, tmpfs, runs, fast_runs,
-                        unpack_on_disk=not args.quick or tmpfs is None)
+                        unpack_on_disk=not args.quick or tmpfs is None, real=real,
+                        sample=sample)
     if args.only:
         words = [w.strip() for w in args.only.split(",") if w.strip()]
         plans = [p for p in plans if any(w in p.case.name for w in words)]
+    if real is not None and real_src is not None and any(
+        p.case.group.startswith("real") for p in plans
+    ):
+        t2 = time.perf_counter()
+        realimg.stage(real_src, real)
+        log(f"real image: inputs copied to {real.save_tar.parent} in "
+            f"{time.perf_counter() - t2:.1f}s")
     t1 = time.perf_counter()
     load_before = list(os.getloadavg())
     lt = ours_argv()
@@ -534,7 +821,10 @@ def main(argv: list[str] | None = None) -> int:
                 "the image's uncompressed layer tars) per second of our median time",
         "ratio": "peer median / our median (above 1: we are faster)",
     }
-    inputs = inp.to_json() | {"big": None if big is None else big.__dict__}
+    inputs = inp.to_json() | {
+        "big": None if big is None else big.__dict__,
+        "real": None if real is None else real.to_json(),
+    }
 
     def save(cases: list[Case]) -> dict[str, Any]:
         # written after every case, so an interrupted run still leaves what it measured
@@ -576,6 +866,10 @@ def main(argv: list[str] | None = None) -> int:
     print(", ".join(f"{k}: {v}" for k, v in tools.items()))
     print()
     print(format_text(cases))
+    goals = format_goals(cases)
+    if goals:
+        print("\ngoals (issue 19), from this run:")
+        print(goals)
     notes = [f"  {c.name}: {note}" for c in cases for note in c.notes]
     if notes:
         print("\nnotes:")

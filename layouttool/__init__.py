@@ -16,6 +16,8 @@ exception                   exit  raised when
 :class:`UnsupportedError`   4     well formed, but not something we can do (schema 1 unpack)
 :class:`SizeLimitError`     4     ``max_size`` or a JSON size cap exceeded
 :class:`IntegrityError`     5     digest, size or diff_id mismatch
+:class:`SizeMismatchError`  5     (an IntegrityError) a blob's size is not its descriptor's
+:class:`DigestMismatchError` 5    (an IntegrityError) a blob does not hash to its digest
 :class:`UnsafeInputError`   6     a path escape or link cycle was refused
 :class:`ConflictError`      7     a layout is locked, or a destination would be clobbered
 :class:`IOFailure`          74    the OS refused a read or write (ENOSPC, EACCES)
@@ -52,6 +54,7 @@ from layouttool._version import __version__
 from layouttool.errors import (
     ConflictError,
     CorruptStreamError,
+    DigestMismatchError,
     IntegrityError,
     Interrupted,
     InvalidInputError,
@@ -59,18 +62,24 @@ from layouttool.errors import (
     LayoutToolError,
     NotFoundError,
     SizeLimitError,
+    SizeMismatchError,
     UnsafeInputError,
     UnsupportedError,
 )
 
 if TYPE_CHECKING:
     from layouttool.digest import Digest
+    from layouttool.graph import find_referrers
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
+    from layouttool.mutate import ConfigEdit
+    from layouttool.ops.append import AppendResult, append_layers
     from layouttool.ops.attach import AttachResult, attach_artifact
     from layouttool.ops.common import ResolvedImage, open_image
+    from layouttool.ops.config import ConfigResult, configure_image
     from layouttool.ops.convert import ConvertResult, convert_image
     from layouttool.ops.diff import ImageDiffResult, LayersDiffResult, diff_images, diff_layers
     from layouttool.ops.docker_save import ExportResult, export_docker_save
+    from layouttool.ops.edit import ImageUpdate
     from layouttool.ops.export_rootfs import RootfsExportResult, export_rootfs
     from layouttool.ops.flatten import FlattenResult, flatten_image
     from layouttool.ops.gc import GcResult, gc_layout
@@ -87,9 +96,12 @@ if TYPE_CHECKING:
         tag_image,
         untag_image,
     )
+    from layouttool.ops.new import NewResult, new_image
+    from layouttool.ops.repack import RepackResult, repack_image
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
     from layouttool.progress import Progress, Task
+    from layouttool.reader import Finding, Kind
     from layouttool.store import Layout
 
 #: public name -> module that defines it (imported on first access, PEP 562)
@@ -116,6 +128,9 @@ _LAZY: dict[str, str] = {
     "tag_image": "layouttool.ops.layout",
     "untag_image": "layouttool.ops.layout",
     "Problem": "layouttool.ops.verify",
+    "Finding": "layouttool.reader",
+    "Kind": "layouttool.reader",
+    "find_referrers": "layouttool.graph",
     "VerifyResult": "layouttool.ops.verify",
     "verify_layout": "layouttool.ops.verify",
     "ImportResult": "layouttool.ops.importer",
@@ -128,6 +143,16 @@ _LAZY: dict[str, str] = {
     "export_docker_save": "layouttool.ops.docker_save",
     "GcResult": "layouttool.ops.gc",
     "gc_layout": "layouttool.ops.gc",
+    "ConfigEdit": "layouttool.mutate",
+    "ImageUpdate": "layouttool.ops.edit",
+    "NewResult": "layouttool.ops.new",
+    "new_image": "layouttool.ops.new",
+    "AppendResult": "layouttool.ops.append",
+    "append_layers": "layouttool.ops.append",
+    "ConfigResult": "layouttool.ops.config",
+    "configure_image": "layouttool.ops.config",
+    "RepackResult": "layouttool.ops.repack",
+    "repack_image": "layouttool.ops.repack",
     "RootfsExportResult": "layouttool.ops.export_rootfs",
     "export_rootfs": "layouttool.ops.export_rootfs",
     "FlattenResult": "layouttool.ops.flatten",
@@ -141,18 +166,24 @@ _LAZY: dict[str, str] = {
 }
 
 __all__ = [
+    "AppendResult",
     "AttachResult",
+    "ConfigEdit",
+    "ConfigResult",
     "ConflictError",
     "ConvertResult",
     "CorruptStreamError",
     "Descriptor",
     "Digest",
+    "DigestMismatchError",
     "ExportResult",
+    "Finding",
     "FlattenResult",
     "GcResult",
     "IOFailure",
     "ImageConfig",
     "ImageDiffResult",
+    "ImageUpdate",
     "ImportResult",
     "Index",
     "InitResult",
@@ -160,19 +191,23 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "InvalidInputError",
+    "Kind",
     "LayersDiffResult",
     "Layout",
     "LayoutToolError",
     "ListEntry",
     "ListResult",
     "Manifest",
+    "NewResult",
     "NotFoundError",
     "Platform",
     "Problem",
     "Progress",
+    "RepackResult",
     "ResolvedImage",
     "RootfsExportResult",
     "SizeLimitError",
+    "SizeMismatchError",
     "TagResult",
     "Task",
     "UnpackResult",
@@ -180,19 +215,24 @@ __all__ = [
     "UnsupportedError",
     "VerifyResult",
     "__version__",
+    "append_layers",
     "attach_artifact",
+    "configure_image",
     "convert_image",
     "diff_images",
     "diff_layers",
     "export_docker_save",
     "export_rootfs",
+    "find_referrers",
     "flatten_image",
     "gc_layout",
     "import_docker_save",
     "init_layout",
     "inspect_image",
     "list_images",
+    "new_image",
     "open_image",
+    "repack_image",
     "tag_image",
     "unpack_image",
     "untag_image",

@@ -8,10 +8,9 @@ write sha256.
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Final, Protocol
 
 from layouttool.errors import InvalidInputError
 
@@ -50,9 +49,9 @@ class Digest:
         """The first 12 hex characters, for display."""
         return self.encoded[:12]
 
-    def hasher(self) -> Hasher:
-        """A fresh hash object of this digest's algorithm."""
-        return new_hasher(self.algorithm)
+    def hasher(self, size: int | None = None) -> Hasher:
+        """A fresh hash object of this digest's algorithm (``size``: see :func:`new_hasher`)."""
+        return new_hasher(self.algorithm, size)
 
     @classmethod
     def parse(cls, value: object, *, what: str = "digest") -> Digest:
@@ -98,7 +97,7 @@ class Digest:
     @classmethod
     def of_bytes(cls, data: bytes, algorithm: str = CANONICAL) -> Digest:
         """The digest of ``data``."""
-        h = new_hasher(algorithm)
+        h = new_hasher(algorithm, len(data))
         h.update(data)
         return cls(algorithm, h.hexdigest())
 
@@ -117,9 +116,35 @@ def is_valid(value: object) -> bool:
     return True
 
 
-def new_hasher(algorithm: str = CANONICAL) -> Hasher:
-    """A hash object for ``algorithm`` (sha256 or sha512)."""
+#: up to this many bytes (a document, not a layer) are hashed by CPython's own sha2 module
+SMALL_HASH: Final = 1 << 20
+
+
+def new_hasher(algorithm: str = CANONICAL, size: int | None = None) -> Hasher:
+    """A hash object for ``algorithm`` (sha256 or sha512) of ``size`` bytes (None: unknown).
+
+    Both kinds give the same digests. Layers (and anything of unknown size) go through
+    OpenSSL's (``hashlib``: 1.6 GB/s here); a known small size through CPython's own sha2
+    module (250 MB/s), because loading OpenSSL's module costs about 9 million instructions
+    (~3 ms), a tenth of what ``ls`` or ``inspect`` do on a small layout besides click.
+    """
     if algorithm not in _HEX_LEN:
         raise InvalidInputError(f"unsupported digest algorithm {algorithm!r}")
-    h: Hasher = hashlib.new(algorithm)
+    h: Hasher
+    if size is not None and size <= SMALL_HASH:
+        try:  # a Python built without its own sha2 modules (some FIPS builds) has hashlib only
+            if algorithm == "sha256":
+                import _sha256  # type: ignore[import-not-found]  # no stub: CPython-internal
+
+                h = _sha256.sha256()
+            else:
+                import _sha512  # type: ignore[import-not-found]
+
+                h = _sha512.sha512()
+            return h
+        except ImportError:
+            pass
+    import hashlib
+
+    h = hashlib.new(algorithm)
     return h

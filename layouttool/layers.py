@@ -93,6 +93,11 @@ class PendingLayer:
         self.uncompressed_size = uncompressed_size
         self._lazy = lazy
         self._lazy_format = lazy_format
+        #: the lazy format written, if any, and the annotations its descriptor needs
+        self.lazy = lazy_format
+        self.annotations: dict[str, str] = dict(lazy.annotations) if lazy is not None else {}
+        #: the diff_id of the input tar (an eStargz layer's own ``diff_id`` is new)
+        self.source_diff_id = diff_id
         self._result: LayerResult | None = None
 
     @property
@@ -144,6 +149,56 @@ def _tee(src: Reader, w: Writer | None, task: Task | None) -> TeeReader:
     return TeeReader(src, w.write if w is not None else None, task.advance if task else None)
 
 
+def _sniffed(
+    src: Reader, declared: Compression | None, what: str, *, uncompressed: bool = False
+) -> tuple[PeekReader, Compression]:
+    """``src`` behind a peek, and its compression by magic bytes (which must be a layer's and
+    agree with what the media type ``declared``)."""
+    peek = PeekReader(src)
+    # a tar the caller made (``uncompressed``) is not sniffed: its first member's name is its
+    # first bytes, and a name that starts with 1f 8b would pass for gzip
+    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
+    if found not in LAYER_COMPRESSIONS:
+        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
+    if declared is not None and declared is not found:
+        raise InvalidInputError(
+            f"{what}: media type says {declared.value} but the content is {found.value}"
+        )
+    return peek, found
+
+
+def _checked(diff_id: Digest, expected: Digest | None, what: str) -> Digest:
+    if expected is not None and diff_id != expected:
+        raise IntegrityError(
+            f"{what}: uncompressed content hashes to {diff_id}, but the config's "
+            f"diff_id is {expected}"
+        )
+    return diff_id
+
+
+def diff_layer(
+    src: Reader,
+    *,
+    declared: Compression | None = None,
+    expected_diff_id: Digest | None = None,
+    what: str = "layer",
+    task: Task | None = None,
+) -> Digest:
+    """The diff_id of the layer read from ``src``, stored nowhere (``verify --deep``): one pass
+    of read -> decompress -> hash, the raw source drained to its end (so a VerifiedReader
+    checks its digest). A mismatch with ``expected_diff_id`` raises IntegrityError; a stream
+    that does not decompress as ``declared``, InvalidInputError."""
+    peek, found = _sniffed(src, declared, what)
+    dec = open_decompress(_tee(peek, None, task), found, what=what)
+    hashed = HashingReader(dec)
+    hashed.drain()
+    dec.close()
+    rest = _tee(peek, None, task)
+    while rest.read(CHUNK):
+        pass
+    return _checked(hashed.digest(), expected_diff_id, what)
+
+
 def spool_layer(
     layout: Layout,
     src: Reader,
@@ -166,16 +221,7 @@ def spool_layer(
             layout, src, lazy, lazy_options, expected_diff_id=expected_diff_id,
             declared=declared, max_size=max_size, what=what, task=task,
         )
-    peek = PeekReader(src)
-    # a tar the caller made is not sniffed: its first member's name is its first bytes, and a
-    # name that starts with 1f 8b would pass for gzip
-    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
-    if found not in LAYER_COMPRESSIONS:
-        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
-    if declared is not None and declared is not found:
-        raise InvalidInputError(
-            f"{what}: media type says {declared.value} but the content is {found.value}"
-        )
+    peek, found = _sniffed(src, declared, what, uncompressed=uncompressed)
     out = found if target is None else target
     w = layout.writer()
     try:
@@ -187,12 +233,22 @@ def spool_layer(
             encoder = new_encoder(out, level, threads)
         plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
         hashed = HashingReader(plain)
-        # ISA-L's deflate output depends on how its input is split into compress() calls, so
-        # the encoder always gets exactly CHUNK-sized pieces: the blob digest then depends on
-        # the content only, not on how the source happens to return its reads
-        while data := _read_full(hashed, CHUNK):
-            if encoder is not None and (piece := encoder.compress(data)):
-                w.write(piece)
+        # re-encoding: read, decompress and hash the diff_id in a thread of their own, a few
+        # chunks ahead, while this one compresses, hashes and writes; each stage holds the GIL
+        # only between its C calls, so a layer keeps two cores busy on its own (the last large
+        # layer of an image is often alone for a third of the run)
+        ahead = PrefetchReader(hashed) if encoder is not None else None
+        try:
+            feed: Reader = hashed if ahead is None else ahead
+            # ISA-L's deflate output depends on how its input is split into compress() calls,
+            # so the encoder always gets exactly CHUNK-sized pieces: the blob digest then
+            # depends on the content only, not on how the source happens to return its reads
+            while data := _read_full(feed, CHUNK):
+                if encoder is not None and (piece := encoder.compress(data)):
+                    w.write(piece)
+        finally:
+            if ahead is not None:
+                ahead.close()
         if encoder is not None:
             w.write(encoder.flush())
         dec.close()
@@ -201,12 +257,7 @@ def spool_layer(
         rest = _tee(peek, w if out is found else None, task)
         while rest.read(CHUNK):
             pass
-        diff_id = hashed.digest()
-        if expected_diff_id is not None and diff_id != expected_diff_id:
-            raise IntegrityError(
-                f"{what}: uncompressed content hashes to {diff_id}, but the config's "
-                f"diff_id is {expected_diff_id}"
-            )
+        diff_id = _checked(hashed.digest(), expected_diff_id, what)
         # closed now, committed later: a pending layer keeps no file descriptor open
         w.seal()
     except BaseException:
@@ -279,9 +330,11 @@ def _spool_lazy(
     except BaseException:
         w.abort()
         raise
-    return PendingLayer(
+    pending = PendingLayer(
         w, res.diff_id, lazy.compression, found, res.uncompressed_size, res, lazy
     )
+    pending.source_diff_id = source_diff_id
+    return pending
 
 
 def store_layer(
@@ -352,26 +405,30 @@ def plain_layer(
             f"{what} has media type {desc.media_type!r}: not a tar layer (an artifact?)"
         )
     with layout.open_blob(desc.digest, desc.size) as blob:
-        peek = PeekReader(TeeReader(blob, advance=advance))
-        found = sniff(peek.peek(8))
-        declared = mt.layer_compression(desc.media_type)
-        if found is not declared:
-            raise InvalidInputError(
-                f"{what}: media type {desc.media_type} does not match the content, which is "
-                f"{found.value}"
-            )
-        dec = open_decompress(peek, found, what=what)
-        plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
-        # no diff_id to check: the blob's own digest still covers every byte read
-        hashed = HashingReader(plain) if diff_id is not None else None
-        ahead = PrefetchReader(hashed or plain)
-        try:
-            yield ahead
-            while ahead.read(CHUNK):
-                pass
-        finally:
-            ahead.close()
-        dec.close()
+        # three stages on threads of their own: the blob is read and verified on one, ahead
+        # of the one that decompresses and hashes the diff_id, while the caller parses (each
+        # holds the GIL only between C calls; unpacking the real Debian image, the tar parser
+        # waited on one thread doing the first two for a third of the time)
+        with PrefetchReader(TeeReader(blob, advance=advance)) as raw:
+            peek = PeekReader(raw)
+            found = sniff(peek.peek(8))
+            declared = mt.layer_compression(desc.media_type)
+            if found is not declared:
+                raise InvalidInputError(
+                    f"{what}: media type {desc.media_type} does not match the content, which "
+                    f"is {found.value}"
+                )
+            dec = open_decompress(peek, found, what=what)
+            plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
+            # no diff_id to check: the blob's own digest still covers every byte read
+            hashed = HashingReader(plain) if diff_id is not None else None
+            try:
+                with PrefetchReader(hashed or plain) as ahead:
+                    yield ahead
+                    while ahead.read(CHUNK):
+                        pass
+            finally:
+                dec.close()
         blob.finish()
     if hashed is not None and hashed.digest() != diff_id:
         raise IntegrityError(

@@ -25,7 +25,6 @@ import errno
 import fcntl
 import os
 import stat
-import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -37,10 +36,12 @@ from layouttool import mediatypes as mt
 from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
 from layouttool.errors import (
     ConflictError,
+    DigestMismatchError,
     IntegrityError,
     InvalidInputError,
     LayoutToolError,
     NotFoundError,
+    SizeMismatchError,
     UnsafeInputError,
     from_oserror,
 )
@@ -134,6 +135,9 @@ def atomic_output(path: Path) -> Iterator[BinaryIO]:
             raise from_oserror(exc, "write", path) from exc
         return
     parent = path.parent
+    # imported here: tempfile pulls in random, bisect and shutil (~3 ms of every ls)
+    import tempfile
+
     try:
         fd, tmp = tempfile.mkstemp(dir=parent, prefix=f".{path.name}.", suffix=".tmp")
     except OSError as exc:
@@ -278,7 +282,7 @@ class BlobWriter:
         digest = Digest.from_hasher(self._alg, self._hasher)
         if self._expected is not None and digest != self._expected:
             self.abort()
-            raise IntegrityError(
+            raise DigestMismatchError(
                 f"content digest {digest} does not match expected {self._expected}"
             )
         final = self._layout.blob_path(digest)
@@ -375,12 +379,12 @@ class VerifiedReader:
             raise UnsafeInputError(f"blob {digest} is not a regular file ({path})")
         if size is not None and st.st_size != size:
             os.close(fd)
-            raise IntegrityError(
+            raise SizeMismatchError(
                 f"blob {digest}: size {st.st_size} on disk does not match descriptor size {size}"
             )
         self.size = st.st_size
         self._fh = os.fdopen(fd, "rb", buffering=0)
-        self._hasher = digest.hasher()
+        self._hasher = digest.hasher(st.st_size)
         self._count = 0
         self._verified = False
 
@@ -403,7 +407,7 @@ class VerifiedReader:
             self._hasher.update(data)
             self._count += len(data)
             if self._count > self.size:
-                raise IntegrityError(f"blob {self.digest} grew while being read")
+                raise SizeMismatchError(f"blob {self.digest} grew while being read")
         else:
             self._verify()
         return data or b""
@@ -419,10 +423,14 @@ class VerifiedReader:
             return
         self._verified = True
         if self._count != self.size:
-            raise IntegrityError(f"blob {self.digest}: read {self._count} of {self.size} bytes")
+            raise SizeMismatchError(
+                f"blob {self.digest}: read {self._count} of {self.size} bytes"
+            )
         got = Digest.from_hasher(self.digest.algorithm, self._hasher)
         if got != self.digest:
-            raise IntegrityError(f"blob {self.digest} is corrupt: its content hashes to {got}")
+            raise DigestMismatchError(
+                f"blob {self.digest} is corrupt: its content hashes to {got}"
+            )
 
     def finish(self) -> None:
         """Read what is left and verify the digest."""
@@ -809,7 +817,7 @@ class Layout:
             try:
                 return w.commit()
             except IntegrityError as exc:
-                raise IntegrityError(
+                raise DigestMismatchError(
                     f"blob {digest} in {src.root} is corrupt ({exc}); nothing was copied"
                 ) from exc
 

@@ -139,7 +139,8 @@ def test_operations_take_progress_and_return_their_result_type() -> None:
     ops = {
         "import_docker_save": "ImportResult", "convert_image": "ConvertResult",
         "unpack_image": "UnpackResult", "export_docker_save": "ExportResult",
-        "gc_layout": "GcResult",
+        "gc_layout": "GcResult", "append_layers": "AppendResult",
+        "repack_image": "RepackResult",
     }
     for fn_name, result in ops.items():
         fn = getattr(layouttool, fn_name)
@@ -151,6 +152,7 @@ def test_operations_take_progress_and_return_their_result_type() -> None:
         "init_layout": "InitResult", "list_images": "ListResult",
         "inspect_image": "InspectResult", "tag_image": "TagResult",
         "untag_image": "TagResult", "verify_layout": "VerifyResult",
+        "new_image": "NewResult", "configure_image": "ConfigResult",
     }.items():
         assert str(inspect.signature(getattr(layouttool, fn_name)).return_annotation) == result
 

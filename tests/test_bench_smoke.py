@@ -7,6 +7,7 @@ import hashlib
 import json
 import os
 import random
+import shutil
 import sys
 import tarfile
 from pathlib import Path
@@ -19,10 +20,18 @@ from layouttool.ops.verify import verify_layout
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
-from bench import gen
+from bench import gen, realimg
 from bench import run as bench_run
 from bench.measure import Measured, measure, tree_stats
-from bench.report import Case, Side, Target, format_markdown, format_text, write_results
+from bench.report import (
+    Case,
+    Side,
+    Target,
+    format_goals,
+    format_markdown,
+    format_text,
+    write_results,
+)
 
 
 def _sha(path: Path) -> str:
@@ -226,10 +235,11 @@ def test_our_commands_come_from_help() -> None:
 
 def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     code = bench_run.main(["--size-mb", "1", "--big-mb", "0", "--runs", "1", "--fast-runs", "1",
-                           "--only", "ls,inspect", "--out", str(tmp_path)])
+                           "--only", "startup ls,startup inspect", "--no-real",
+                           "--out", str(tmp_path)])
     assert code == 0
     doc = json.loads((tmp_path / "results.json").read_text())
-    assert [c["name"] for c in doc["cases"]] == ["ls", "inspect"]
+    assert [c["name"] for c in doc["cases"]] == ["startup ls", "startup inspect"]
     for case in doc["cases"]:
         ours = case["sides"][0]
         assert ours["status"] == "ok", ours
@@ -237,7 +247,10 @@ def test_tiny_end_to_end_run(tmp_path: Path, capsys: pytest.CaptureFixture[str])
     assert doc["machine"]["nproc"] == os.cpu_count()
     assert (tmp_path / "results.md").read_text().startswith("Measured ")
     out = capsys.readouterr().out
-    assert "ls" in out and "inspect" in out
+    assert "startup ls" in out and "startup inspect" in out
+    # the goals table: each start-up row against the bare interpreter
+    goals = out.split("goals (issue 19), from this run:")[1]
+    assert "python -c pass" in goals and "ours <= 3x theirs" in goals
     assert not any((tmp_path / "work").iterdir())
 
 
@@ -291,10 +304,82 @@ def test_codec_bench_models_the_encoders_we_ship() -> None:
     from bench import codecs as bench_codecs
     from layouttool.codec import Compression, new_encoder
 
-    data = gen.Content(random.Random(3), 1 << 20).text_bytes(3 << 20)
+    content = gen.Content(random.Random(3), 1 << 20)
+    data = content.text_bytes(3 << 20) + content.random_bytes(2 << 20)  # 2 stored blocks
     enc = new_encoder(Compression.GZIP, 2)
     ours = enc.compress(data) + enc.flush()
     # gzip header (10) + deflate blocks + empty final block (2) + CRC and size (8)
     assert bench_codecs.gzip_blocks(2)(data) == len(ours) - 20
     zenc = new_encoder(Compression.ZSTD, None, 2)
     assert bench_codecs.zstd(2, long=True)(data) == len(zenc.compress(data) + zenc.flush())
+
+
+def test_floor_target_and_goals_table() -> None:
+    """A case judged against a floor (unpack vs pigz | tar, start-up vs python -c pass): the
+    verdict names the floor, the goals table shows one row per peer and floor."""
+    ours = Side("ours", "layouttool", runs=[_run(2.4, 60)])
+    umoci = Side("peer", "umoci", runs=[_run(9.0)])
+    pigz = Side("floor", "pigz -dc | tar -x", runs=[_run(2.0)])
+    case = Case("real unpack root tmpfs", "real-unpack", 1, ours, [umoci, pigz],
+                Target(min_ratio=3.5, max_over_floor=1.15, floor="pigz -dc | tar -x"),
+                headline=True)
+    assert case.over_floor() == pytest.approx(1.2)
+    assert case.verdict() == "MISS 1.20x pigz -dc | tar -x"
+    other = Case("import none", "import", 1, Side("ours", "layouttool", runs=[_run(1.0)]),
+                 [Side("peer", "skopeo", runs=[_run(2.0)])], Target())
+    table = format_goals([case, other]).splitlines()
+    assert table[0].split()[:2] == ["case", "vs"]
+    assert len(table) == 2 + 2  # header, rule, umoci row, pigz row; "import none" is no headline
+    assert "3.75x" in table[2] and ">= 3.5x" in table[2] and "MISS" in table[2]
+    assert "1.20x theirs" in table[3] and "ours <= 1.15x theirs" in table[3]
+    assert format_goals([other]) == ""
+
+
+def test_real_image_plan_stage_and_build(tiny: gen.Inputs, tmp_path: Path) -> None:
+    """The real image's inputs are found in the script's output layout and copied to tmpfs
+    (here: the generated image, laid out as the script lays out its output)."""
+    src = tmp_path / "realimg"
+    src.mkdir()
+    (src / "docker-save.tar").write_bytes(Path(tiny.save_tar).read_bytes())
+    shutil.copytree(tiny.oci_gzip, src / "oci-umoci")
+    (src / ".complete").write_text(realimg.GEN_MARK + "\n")
+    img = realimg.plan(src, tmp_path / "staged", ref=tiny.ref)
+    assert not img.save_tar.exists()
+    realimg.stage(src, img)
+    assert img.save_bytes == img.save_tar.stat().st_size
+    assert [p.read_bytes() for p in img.layer_tars] == [
+        Path(p).read_bytes() for p in tiny.layer_tars]
+    assert img.uncompressed_bytes == tiny.uncompressed_bytes
+    assert len(img.gzip_layers) == len(img.layer_tars)
+    assert all(p.read_bytes()[:2] == b"\x1f\x8b" for p in img.gzip_layers)
+    doc = json.loads(json.dumps(img.to_json()))  # results.json holds it
+    assert doc["layer_tars"] == [str(p) for p in img.layer_tars] and doc["ref"] == tiny.ref
+
+    log: list[str] = []
+    assert realimg.build(log.append, src) == (src, f"cached in {src}")
+    missing, why = realimg.build(log.append, tmp_path / "none", tmp_path / "no-script.sh")
+    assert missing is None and "not found" in why and log == []
+
+
+def test_tiny_run_with_a_real_image(tiny: gen.Inputs, tmp_path: Path,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real image's rows end to end, on a stand-in laid out as the script's output: staged
+    on tmpfs, timed, written to results.json with the image's inputs."""
+    if bench_run.tmpfs_dir() is None:
+        pytest.skip("no tmpfs at /dev/shm: the real image's rows run only there")
+    src = tmp_path / "realimg"
+    src.mkdir()
+    (src / "docker-save.tar").write_bytes(Path(tiny.save_tar).read_bytes())
+    shutil.copytree(tiny.oci_gzip, src / "oci-umoci")
+    (src / ".complete").write_text(realimg.GEN_MARK + "\n")
+    monkeypatch.setattr(realimg, "OUT", src)
+    monkeypatch.setattr(realimg, "REF", tiny.ref)
+    out = tmp_path / "out"
+    code = bench_run.main(["--size-mb", "1", "--big-mb", "0", "--runs", "1", "--real",
+                           "--only", "real import gzip,real unpack root tmpfs", "--out", str(out)])
+    assert code == 0
+    doc = json.loads((out / "results.json").read_text())
+    cases = {c["name"]: c for c in doc["cases"]}
+    assert set(cases) <= {"real import gzip", "real unpack root tmpfs"}
+    assert cases["real import gzip"]["sides"][0]["status"] == "ok"
+    assert doc["inputs"]["real"]["ref"] == tiny.ref

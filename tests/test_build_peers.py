@@ -5,16 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import stat
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
-from conftest import need_tool, run_cli, sh
+from conftest import run_cli, sh
 from layerbuild import build_layer
+from podmanutil import Podman
 from treeutil import diff, snapshot
 
 from layouttool.mutate import ConfigEdit
@@ -124,25 +121,9 @@ def test_skopeo_inspect_shows_the_config_edits(tmp_path: Path, skopeo: str) -> N
     assert cfg["history"][-1]["empty_layer"] is True
 
 
-@pytest.fixture
-def podman(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """podman with a private vfs store (its runroot must be under 50 characters)."""
-    exe = need_tool("podman")
-    run = Path(tempfile.mkdtemp(prefix="ltpm-", dir="/tmp"))
-
-    def call(*args: str | Path) -> Any:
-        return sh(exe, "--root", tmp_path / "podman-root", "--runroot", run,
-                  "--storage-driver", "vfs", *args)
-
-    try:
-        yield call
-    finally:
-        shutil.rmtree(run, ignore_errors=True)
-
-
 @pytest.mark.skipif(not ROOT, reason="podman with a private vfs store runs as root here")
 def test_podman_loads_a_made_image_with_its_config(
-    tmp_path: Path, podman: Callable[..., Any]
+    tmp_path: Path, podman: Podman
 ) -> None:
     layout = tmp_path / "oci"
     new_image(f"{layout}:made:1.0")
@@ -155,7 +136,7 @@ def test_podman_loads_a_made_image_with_its_config(
     assert res.code == 0, res.stderr
     podman("load", "-i", out)
     image_id = conf.update.config_digest.split(":")[1]
-    info = json.loads(podman("image", "inspect", image_id).stdout)[0]
+    info = podman.inspect(image_id)
     assert info["Config"]["Entrypoint"] == ["/usr/bin/app"]
     assert "MODE=prod" in info["Config"]["Env"] and info["Config"]["User"] == "7"
     assert info["Config"]["Labels"] == {"a": "b"}

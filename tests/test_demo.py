@@ -6,6 +6,7 @@ import importlib.util
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 from conftest import REPO
@@ -36,3 +37,25 @@ def test_tutorial_runs(tmp_path: Path):
                         cwd=tmp_path, capture_output=True, text=True, check=True)
     refs = {i["ref"] for i in json.loads(ls.stdout)["images"]}
     assert "layouttool-sample:1.0" in refs
+    # the "build an image" part: what it made is there, and right
+    ls = subprocess.run([sys.executable, "-m", "layouttool", "ls", "oci", "--json"],
+                        cwd=tmp_path, capture_output=True, text=True, check=True)
+    refs = {i["ref"] for i in json.loads(ls.stdout)["images"]}
+    assert {"hello", "layouttool-sample:edited"} <= refs
+    for image, dest in (("oci:hello", "check-hello"),
+                        ("oci:layouttool-sample:edited", "check-edit")):
+        subprocess.run([sys.executable, "-m", "layouttool", "unpack", image, dest, "--rootless"],
+                       cwd=tmp_path, capture_output=True, check=True)
+    page = tmp_path / "check-hello" / "srv" / "www" / "index.html"
+    assert page.read_text() == "<h1>hello</h1>\n"
+    assert (tmp_path / "check-hello" / "bin" / "hello").is_file()
+    assert (tmp_path / "check-edit" / "etc" / "motd").read_text() == "edited\n"
+    assert not (tmp_path / "check-edit" / "bin").exists()
+    assert (tmp_path / "check-edit" / "etc" / "hello.txt").exists()
+    # looking inside: the exported tar holds the image's files; flatten made one layer
+    with tarfile.open(tmp_path / "hello.tar") as tf:
+        names = set(tf.getnames())
+    assert {"srv/www/index.html", "bin/hello", "etc/motd"} <= names
+    inspect = subprocess.run([sys.executable, "-m", "layouttool", "inspect", "oci:hello:flat",
+                              "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert len(json.loads(inspect.stdout)["layers"]) == 1

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from layouttool.digest import CANONICAL, Digest, is_valid, new_hasher
+from layouttool.digest import CANONICAL, SMALL_HASH, Digest, is_valid, new_hasher
 from layouttool.errors import InvalidInputError
 
 HEX64 = "a" * 64
@@ -112,3 +112,14 @@ def test_round_trip_of_real_digests(data: bytes) -> None:
     for alg in ("sha256", "sha512"):
         d = Digest.of_bytes(data, alg)
         assert Digest.parse(str(d)) == d
+
+
+@pytest.mark.parametrize("alg", ["sha256", "sha512"])
+@pytest.mark.parametrize("size", [0, 5, SMALL_HASH, SMALL_HASH + 1, None])
+def test_small_and_large_hashers_give_the_same_digest(alg: str, size: int | None) -> None:
+    """Documents go through CPython's sha2, layers through OpenSSL's: same digests either way."""
+    data = bytes(range(256)) * ((size or 1000) // 256) + b"x" * ((size or 1000) % 256)
+    h = new_hasher(alg, size)
+    h.update(data)
+    assert h.hexdigest() == hashlib.new(alg, data).hexdigest()
+    assert Digest.of_bytes(data, alg).encoded == hashlib.new(alg, data).hexdigest()

@@ -5,19 +5,18 @@ skopeo reads the result and podman loads it."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import shutil
-import tempfile
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import need_tool, run_cli, sh
+from conftest import run_cli, sh
 from imagebuild import make_image
 from layerbuild import build_layer
 from layerstacks import D, named_stacks, stack
+from podmanutil import Podman
 from treeutil import diff, snapshot
 
 ROOT = os.geteuid() == 0
@@ -151,23 +150,7 @@ def test_skopeo_reads_the_flattened_image(tmp_path: Path, skopeo: str) -> None:
     assert len(info["Layers"]) == 1
 
 
-@pytest.fixture
-def podman(tmp_path: Path) -> Iterator[Callable[..., Any]]:
-    """podman with a private vfs store (its runroot must be under 50 characters)."""
-    exe = need_tool("podman")
-    run = Path(tempfile.mkdtemp(prefix="ltpm-", dir="/tmp"))
-
-    def call(*args: str | Path) -> Any:
-        return sh(exe, "--root", tmp_path / "podman-root", "--runroot", run,
-                  "--storage-driver", "vfs", *args)
-
-    try:
-        yield call
-    finally:
-        shutil.rmtree(run, ignore_errors=True)
-
-
-def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Callable[..., Any]) -> None:
+def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Podman) -> None:
     layout = make_image(tmp_path / "oci", layers_of("dive", tmp_path), ref="dive:flat")
     doc = flatten_json(f"{layout}:dive:flat")
     out = tmp_path / "flat.tar"
@@ -175,7 +158,38 @@ def test_podman_loads_a_flattened_image(tmp_path: Path, podman: Callable[..., An
     assert res.code == 0, res.stderr
     podman("load", "-i", out)
     image_id = doc["configDigest"].split(":")[1]
-    info = json.loads(podman("image", "inspect", image_id).stdout)[0]
+    info = podman.inspect(image_id)
     assert info["RootFS"]["Layers"] == [doc["layer"]["diffID"]]
     assert any(t.endswith("dive:flat") for t in info["RepoTags"])
     assert info["Config"]["Cmd"] == ["/bin/sh"]
+
+
+def test_flatten_one_platform_of_an_index(tmp_path: Path) -> None:
+    """The index is rewritten around the flattened image; the other platform is untouched."""
+    layout = make_image(tmp_path / "oci", [build_layer([{"name": "a", "data": "1"}]),
+                                           build_layer([{"name": "b", "data": "2"}])], ref="amd")
+    make_image(tmp_path / "oci", [build_layer([{"name": "c", "data": "3"}])], ref="arm",
+               config={"architecture": "arm64"})
+    amd, arm = json.loads((layout / "index.json").read_text())["manifests"]
+    children = [{**{k: amd[k] for k in ("mediaType", "digest", "size")},
+                 "platform": {"os": "linux", "architecture": "amd64"}},
+                {**{k: arm[k] for k in ("mediaType", "digest", "size")},
+                 "platform": {"os": "linux", "architecture": "arm64"}}]
+    raw = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                      "manifests": children}).encode()
+    digest = hashlib.sha256(raw).hexdigest()
+    (layout / "blobs" / "sha256" / digest).write_bytes(raw)
+    (layout / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{"mediaType": "application/vnd.oci.image.index.v1+json",
+                       "digest": f"sha256:{digest}", "size": len(raw),
+                       "annotations": {"org.opencontainers.image.ref.name": "multi"}}]}))
+    doc = flatten_json(f"{layout}:multi", "--platform", "linux/amd64")
+    assert doc["mediaType"] == "application/vnd.oci.image.index.v1+json"
+    index = blob(layout, doc["digest"])
+    new_amd, same_arm = index["manifests"]
+    assert same_arm == children[1]
+    assert new_amd["digest"] == doc["manifestDigest"]
+    assert new_amd["platform"] == {"os": "linux", "architecture": "amd64"}
+    assert len(blob(layout, doc["manifestDigest"])["layers"]) == 1
+    assert run_cli("verify", layout).code == 0

@@ -118,6 +118,52 @@ def test_kill_gc(world, tmp_path):
     assert sum(seen.values()) == trials(DEFAULT_TRIALS)
 
 
+def _tree(root: Path, rng: random.Random) -> Path:
+    """A directory to append: a few files, one large enough to be killed in the middle of."""
+    (root / "app" / "lib").mkdir(parents=True)
+    (root / "app" / "big.bin").write_bytes(rng.randbytes(4 << 20))
+    for i in range(20):
+        (root / "app" / "lib" / f"f{i}").write_bytes(rng.randbytes(1024 * i))
+    return root
+
+
+def test_kill_append(world, tmp_path, monkeypatch):
+    """``append``: the ref moves to the image with the new layer, or stays; a fixed
+    SOURCE_DATE_EPOCH makes the result the same in every trial."""
+    require("append")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    src = _tree(tmp_path / "src", random.Random(SEED + 6))
+    seen = _run_trials("append", world, lambda d: ["append", f"{d}:app1:1.0", str(src)],
+                       tmp_path, SEED + 6)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_config(world, tmp_path, monkeypatch):
+    """``config``: the ref moves to the edited image, or stays."""
+    require("config")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    seen = _run_trials("config", world,
+                       lambda d: ["config", f"{d}:app2:1.0", "--env", "A=1", "--label", "k=v"],
+                       tmp_path, SEED + 7)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_repack(world, tmp_path, monkeypatch):
+    """``repack``: the ref moves to the unpacked image plus its one new layer, or stays (the
+    unpacked tree and its record are only read, so every trial repacks the same edit)."""
+    require("repack")
+    from layouttool.ops.unpack import unpack_image
+
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    rootfs = tmp_path / "unpacked"
+    unpack_image(f"{world['template']}:app1:1.0", rootfs)
+    rng = random.Random(SEED + 8)
+    (rootfs / "added.bin").write_bytes(rng.randbytes(4 << 20))
+    seen = _run_trials("repack", world, lambda d: ["repack", f"{d}:app1:1.0", str(rootfs)],
+                       tmp_path, SEED + 8)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
 def test_kill_flatten(world, tmp_path, monkeypatch):
     """``flatten``: the ref names the one-layer image, or the old one; nothing else changes."""
     require("flatten")

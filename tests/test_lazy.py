@@ -629,7 +629,226 @@ def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) ->
     r = run_cli("verify", layout.root, "--json")
     assert r.code == 5
     doc = json.loads(r.stdout)
-    assert [p["kind"] for p in doc["problems"]] == ["lazy-toc-content"]
+    assert [p["code"] for p in doc["problems"]] == ["lazy-toc-content"]
     assert "etc/passwd" in doc["problems"][0]["message"]
     r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
     assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC
+
+
+# ---------------------------------------------------------------------------------- import
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_from_docker_save_writes_lazy_layers(tmp_path: Path, fmt: str) -> None:
+    from conftest import REPO
+
+    sample = REPO / "testdata" / "sample-docker-save.tar"
+    r = run_cli("from-docker-save", sample, "-o", tmp_path / "plain", "--json")
+    assert r.code == 0, r.stderr
+    r = run_cli("from-docker-save", sample, "-o", tmp_path / "lazy", "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(tmp_path / "lazy").ok
+    for ref in ("layouttool-sample:1.0", "layouttool-sample:latest"):
+        plain = json.loads(run_cli("inspect", f"{tmp_path / 'plain'}:{ref}", "--json").stdout)
+        lazy = json.loads(run_cli("inspect", f"{tmp_path / 'lazy'}:{ref}", "--json").stdout)
+        assert [layer["lazy"] for layer in lazy["layers"]] == [fmt] * len(plain["layers"])
+        same = [
+            a["diffID"] == b["diffID"] for a, b in zip(plain["layers"], lazy["layers"], strict=True)
+        ]
+        assert all(same) if fmt == "zstd:chunked" else not any(same)
+        assert (plain["configDigest"] == lazy["configDigest"]) is (fmt == "zstd:chunked")
+    # the import equals a conversion of the plain import, byte for byte
+    r = run_cli(
+        "convert",
+        f"{tmp_path / 'plain'}:layouttool-sample:1.0",
+        "--compression",
+        fmt,
+        "-o",
+        tmp_path / "conv",
+    )
+    assert r.code == 0, r.stderr
+    a = json.loads(
+        run_cli("inspect", f"{tmp_path / 'conv'}:layouttool-sample:1.0", "--json").stdout
+    )
+    b = json.loads(
+        run_cli("inspect", f"{tmp_path / 'lazy'}:layouttool-sample:1.0", "--json").stdout
+    )
+    assert a["layers"] == b["layers"] and a["configDigest"] == b["configDigest"]
+    r = run_cli(
+        "unpack", f"{tmp_path / 'lazy'}:layouttool-sample:1.0", tmp_path / "u1", "--rootless"
+    )
+    assert r.code == 0, r.stderr
+    r = run_cli(
+        "unpack", f"{tmp_path / 'plain'}:layouttool-sample:1.0", tmp_path / "u2", "--rootless"
+    )
+    assert r.code == 0, r.stderr
+    from treeutil import diff, snapshot
+
+    assert (
+        diff(snapshot(tmp_path / "u2", owners=False), snapshot(tmp_path / "u1", owners=False)) == []
+    )
+
+
+# ---------------------------------------------------------------------------------- property
+_names = st.text(alphabet="abcxyz._-", min_size=1, max_size=12).filter(
+    lambda n: n not in (".", "..") and not n.startswith(".wh.")
+)
+
+
+@st.composite
+def random_layers(draw: Any) -> bytes:
+    entries: list[dict[str, Any]] = []
+    used: set[str] = set()
+    for _ in range(draw(st.integers(0, 12))):
+        name = "/".join(draw(st.lists(_names, min_size=1, max_size=3)))
+        if name in used or any(name.startswith(u + "/") or u.startswith(name + "/") for u in used):
+            continue
+        used.add(name)
+        kind = draw(st.sampled_from(["file", "file", "dir", "symlink", "fifo"]))
+        e: dict[str, Any] = {"type": kind, "name": name, "mtime": draw(st.integers(0, 2**33))}
+        if kind == "file":
+            e["data"] = draw(
+                st.one_of(
+                    st.binary(max_size=2000),
+                    st.integers(0, 3000).map(bytes),
+                    st.binary(max_size=32).map(lambda b: b * 200),
+                )
+            )
+        elif kind == "symlink":
+            e["target"] = draw(_names)
+        entries.append(e)
+    fmt = draw(st.sampled_from([tarfile.PAX_FORMAT, tarfile.GNU_FORMAT]))
+    return build_layer(entries, fmt=fmt)
+
+
+@settings(max_examples=25, deadline=None)
+@given(plain=random_layers(), chunk=st.sampled_from([777, 4096, 4 << 20]))
+def test_round_trips_hold_for_any_layer(plain: bytes, chunk: int) -> None:
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    assert diff_id == sha(plain)
+    check_zstd_chunked(blob, ann, plain)
+    assert findings(blob, ann, diff_id) == []
+    eblob, eann, ediff = written(estargz, plain, chunk_size=chunk)
+    tar, _ = check_estargz(eblob, eann)
+    assert ediff == sha(tar)
+    assert findings(eblob, eann, ediff) == []
+    want = [(m.name, m.type, m.size) for m in tar_members(plain)]
+    got = [(m.name, m.type, m.size) for m in tar_members(tar)]
+    assert got[1:-1] == want
+    for m in tar_members(plain):
+        if m.isreg():
+            assert _content(tar, m.name) == _content(plain, m.name)
+
+
+# ---------------------------------------------------------------------------------- tables
+def table_layers() -> list[tuple[str, bytes]]:
+    """Every layer of the shared peer tables (containerd's breakouts, moby's whiteouts)."""
+    from conftest import shared_fixture
+
+    out: list[tuple[str, bytes]] = []
+    cd = json.loads(shared_fixture("layer-tables", "containerd_TestBreakouts.json").read_text())
+    for case in cd["cases"]:
+        for i, layer in enumerate(case["layers"]):
+            entries = [
+                {**e, "name": e["name"].replace("${OUTSIDE}", "/outside")}
+                | (
+                    {"target": e["target"].replace("${OUTSIDE}", "/outside")}
+                    if "target" in e
+                    else {}
+                )
+                for e in layer
+            ]
+            out.append((f"containerd {case['name']} {i}", build_layer(entries)))
+    for i, step in enumerate(moby_steps()):
+        out.append((f"moby step {i}", step))
+    return out
+
+
+def moby_steps() -> list[bytes]:
+    from conftest import shared_fixture
+
+    doc = json.loads(
+        shared_fixture("layer-tables", "moby-go-archive_TestApplyLayerWhiteouts.json").read_text()
+    )
+    return [
+        build_layer(
+            [
+                {"type": "dir", "name": n, "mode": 0o700}
+                if n.endswith("/")
+                else {"name": n, "mode": 0o600}
+                for n in step["change"]
+            ]
+        )
+        for step in doc["steps"]
+    ]
+
+
+def test_every_table_layer_round_trips_through_both_formats() -> None:
+    from layouttool.errors import UnsupportedError
+    from layouttool.lazy.tarsplit import clean
+
+    refused = 0
+    for name, plain in table_layers():
+        names = [clean(m.name) for m in tar_members(plain)]
+        if len(set(names)) < len(names):
+            # tar-split cannot describe a path twice (containers/storage refuses it too)
+            with pytest.raises(UnsupportedError, match="twice"):
+                written(zstd_chunked, plain)
+            refused += 1
+        else:
+            blob, ann, diff_id = written(zstd_chunked, plain)
+            assert diff_id == sha(plain), name
+            assert findings(blob, ann, diff_id) == [], name
+        eblob, eann, ediff = written(estargz, plain)
+        tar, _ = check_estargz(eblob, eann)
+        assert findings(eblob, eann, ediff) == [], name
+        want = [(m.name, m.type, m.linkname) for m in tar_members(plain)]
+        assert [(m.name, m.type, m.linkname) for m in tar_members(tar)][1:-1] == want, name
+    assert 0 < refused < 5
+
+
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_stacked_whiteout_layers_unpack_as_the_gzip_original(tmp_path: Path, fmt: str) -> None:
+    from treeutil import diff, snapshot
+
+    src = lazy_image(tmp_path, moby_steps())
+    r = run_cli("convert", f"{src}:app", "--compression", fmt, "-o", tmp_path / "lazy")
+    assert r.code == 0, r.stderr
+    for lay, dest in ((src, "u-gzip"), (tmp_path / "lazy", "u-lazy")):
+        r = run_cli("unpack", f"{lay}:app", tmp_path / dest, "--rootless")
+        assert r.code == 0, r.stderr
+    a, b = snapshot(tmp_path / "u-gzip", owners=False), snapshot(tmp_path / "u-lazy", owners=False)
+    assert diff(a, b) == []
+    assert "foobar" in a and "foo/.abc" not in a  # the steps did whiteout and opaque work
+
+
+# ---------------------------------------------------------------------------------- build
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+def test_append_and_repack_write_lazy_layers(tmp_path: Path, fmt: str) -> None:
+    from treeutil import diff, snapshot
+
+    from layouttool.ops.new import new_image
+
+    layout = tmp_path / "oci"
+    new_image(f"{layout}:base")
+    src = tmp_path / "src"
+    (src / "etc").mkdir(parents=True)
+    (src / "etc" / "hosts").write_text("127.0.0.1 localhost\n")
+    (src / "big.bin").write_bytes(random.Random(3).randbytes(200_000))
+    r = run_cli("append", f"{layout}:base", src, "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(layout).ok
+    ins = json.loads(run_cli("inspect", f"{layout}:base", "--json").stdout)
+    assert [layer["lazy"] for layer in ins["layers"]] == [fmt]
+    r = run_cli("unpack", f"{layout}:base", tmp_path / "u", "--rootless")
+    assert r.code == 0, r.stderr
+    assert diff(snapshot(src, owners=False), snapshot(tmp_path / "u", owners=False)) == []
+    # edit the unpacked tree and repack it as one more lazy layer
+    (tmp_path / "u" / "etc" / "motd").write_text("hi\n")
+    r = run_cli("repack", f"{layout}:base", tmp_path / "u", "--compression", fmt, "--json")
+    assert r.code == 0, r.stderr
+    assert verify_layout(layout).ok
+    ins = json.loads(run_cli("inspect", f"{layout}:base", "--json").stdout)
+    assert [layer["lazy"] for layer in ins["layers"]] == [fmt, fmt]
+    r = run_cli("unpack", f"{layout}:base", tmp_path / "u2", "--rootless")
+    assert r.code == 0, r.stderr
+    assert (tmp_path / "u2" / "etc" / "motd").read_text() == "hi\n"
+    assert not (tmp_path / "u2" / "stargz.index.json").exists()

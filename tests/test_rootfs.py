@@ -598,3 +598,20 @@ def test_cache_invalidated_when_parent_dir_replaced(root: Path) -> None:
                  {"name": "x/y/1"}, {"type": "symlink", "name": "x/y", "target": "/elsewhere"},
                  {"name": "x/y/2", "data": "2"}])
     assert listing(root) == ["d/", "d/b", "elsewhere/", "elsewhere/2", "x/", "x/y"]
+
+
+def test_tar_input_reads_forward_without_copies() -> None:
+    """The tar stream reader: exact reads across source chunks, views that stop at a chunk's
+    end, forward seeks that skip, and a backwards seek refused as a corrupt stream."""
+    from layouttool.rootfs.tarread import TarInput
+
+    data = bytes(range(256)) * 40  # 10240 bytes, read in 4096-byte chunks
+    t = TarInput(io.BytesIO(data), chunk=4096)
+    assert t.read(512) == data[:512] and t.tell() == 512
+    assert bytes(t.read_view(8192)) == data[512:4096]  # up to the chunk's end only
+    assert t.read(5000) == data[4096:9096]  # an exact read joins chunks
+    assert t.seek(9096) == 9096  # tarfile seeks to where it is
+    assert t.seek(10000) == 10000 and t.read(-1) == data[10000:]
+    assert t.read(10) == b"" and len(t.read_view(10)) == 0 and t.tell() == len(data)
+    with pytest.raises(errors.CorruptStreamError, match="only goes forward"):
+        t.seek(100)

@@ -171,7 +171,9 @@ def test_media_type_must_agree_with_content(tmp_path, cli):
 def test_artifact_layer_is_refused(tmp_path, cli):
     layout = _layout_with_layer(tmp_path, b"not a tar", layer_type="application/x-artifact")
     r = cli("unpack", f"{layout}:t", tmp_path / "out")
-    assert r.code == 4 and "not a tar layer" in r.stderr
+    # one line that says what it is: an artifact (its layers are not tar layers)
+    assert r.code == 4 and "is an artifact" in r.stderr and "nothing to unpack" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 
@@ -204,3 +206,29 @@ def test_corrupt_blob_is_integrity_error(tmp_path, cli):
     blob.write_bytes(bytes(data))
     r = cli("unpack", f"{layout}:t", tmp_path / "out")
     assert r.code == 5 and "corrupt" in r.stderr
+
+
+@pytest.mark.parametrize("how", ["corrupt", "bomb", "mislabeled"])
+def test_a_failed_unpack_leaves_no_reader_thread_behind(tmp_path, cli, how):
+    """The blob is read, and the layer decompressed, by threads of their own: whatever stops
+    the unpack (a corrupt blob found at its end, a size limit inside the stream, a media type
+    refused before the first byte of tar), both are stopped and joined."""
+    import threading
+
+    layer = build_layer([{"name": "a", "data": os.urandom(3 << 20)}])
+    layer_type = mt.MT_OCI_LAYER_ZSTD if how == "mislabeled" else mt.MT_OCI_LAYER
+    layout = _layout_with_layer(tmp_path, layer, layer_type=layer_type)
+    blob = layout / "blobs" / "sha256" / Digest.of_bytes(layer).encoded
+    args = []
+    if how == "corrupt":
+        data = bytearray(blob.read_bytes())
+        data[-10] ^= 1
+        os.chmod(blob, 0o644)
+        blob.write_bytes(bytes(data))
+    elif how == "bomb":
+        args = ["--max-size", str(1 << 20)]
+    before = threading.active_count()
+    r = cli("unpack", f"{layout}:t", tmp_path / "out", *args)
+    assert r.code in (4, 5), r.stderr
+    assert threading.active_count() == before
+    assert not [t.name for t in threading.enumerate() if t.name == "prefetch"]

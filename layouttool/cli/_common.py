@@ -7,12 +7,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TextIO, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 import click
 
 from layouttool.model import Platform
+
+if TYPE_CHECKING:
+    from layouttool.reader import Finding
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,9 +166,11 @@ class TermProgress:
         return t
 
     def note(self, message: str) -> None:
-        """A detail line (shown with -v), or a warning (shown unless -q)."""
-        if self.verbose or (self.warnings and message.startswith("warning")):
-            self._line(message)
+        """A detail line (shown with -v), or a warning (shown unless -q, as
+        ``layouttool: warning: ...``)."""
+        is_warning = message.startswith("warning")
+        if self.verbose or (self.warnings and is_warning):
+            self._line(f"layouttool: {message}" if is_warning else message)
 
     def finish(self, task: _TermTask) -> None:
         """A task is done: with -v print its detail line; erase the status when idle."""
@@ -286,7 +291,38 @@ def progress(*, debug_is_verbose: bool = False) -> TermProgress:
     return TermProgress(enabled, verbose=verbose and not quiet, warnings=not quiet)
 
 
+def warn(findings: Iterable[Finding]) -> None:
+    """Print each warning the reader found on stderr, once, one line each (not with -q):
+    ``layouttool: warning: <digest>: <message> [<code>]``."""
+    if settings().get("quiet"):
+        return
+    for f in dict.fromkeys(findings):
+        click.echo(f"layouttool: warning: {f.line()}", err=True)
+
+
 def summary(message: str) -> None:
     """A final one-line summary on stderr (not with -q)."""
     if not settings().get("quiet"):
         click.echo(message, err=True)
+
+
+#: the --compression choices of commands that write layers
+LAYER_COMPRESSIONS = ["gzip", "zstd", "none", "zstd:chunked", "estargz"]
+
+
+def lazy_options(f: F) -> F:
+    """``--chunk-size`` and ``--estargz-prioritize`` (eStargz's options)."""
+    f = click.option(
+        "--estargz-prioritize",
+        "prioritize",
+        metavar="PATH",
+        multiple=True,
+        help="estargz: put this file first, before a .prefetch.landmark (repeatable; default: "
+        "a .no.prefetch.landmark leads, as nerdctl writes). Spools the layer to a temp file.",
+    )(f)
+    return click.option(
+        "--chunk-size",
+        type=click.IntRange(min=1),
+        metavar="BYTES",
+        help="estargz: largest piece of a file in one gzip member (default 4 MiB).",
+    )(f)

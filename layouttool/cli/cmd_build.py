@@ -7,7 +7,15 @@ from typing import Any
 
 import click
 
-from layouttool.cli._common import emit, human_size, json_option, platform_option, progress, summary
+from layouttool.cli._common import (
+    LAYER_COMPRESSIONS,
+    emit,
+    human_size,
+    json_option,
+    platform_option,
+    progress,
+    summary,
+)
 from layouttool.model import Platform
 
 _TAG_HELP = "Point NEW at the result and leave REF as it was (default: move REF)."
@@ -68,7 +76,7 @@ def new_cmd(image: str, platform: Platform | None, as_json: bool) -> None:
 @click.argument("image")
 @click.argument("sources", nargs=-1, required=True, metavar="SOURCE...")
 @tag_option
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]),
+@click.option("--compression", type=click.Choice(LAYER_COMPRESSIONS),
               help=_COMPRESSION_HELP)
 @click.option("--prefix", metavar="PATH",
               help="Put each source's contents under PATH in the image (e.g. /opt/app).")
@@ -184,7 +192,7 @@ def config_cmd(image: str, tag: str | None, platform: Platform | None, as_json: 
 @click.argument("image")
 @click.argument("bundle", type=click.Path(file_okay=False))
 @tag_option
-@click.option("--compression", type=click.Choice(["gzip", "zstd", "none"]),
+@click.option("--compression", type=click.Choice(LAYER_COMPRESSIONS),
               help=_COMPRESSION_HELP)
 @click.option("--history-comment", metavar="TEXT", help="Comment of the new history entry.")
 @json_option

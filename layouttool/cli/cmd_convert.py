@@ -4,7 +4,16 @@ from __future__ import annotations
 
 import click
 
-from layouttool.cli._common import emit, human_size, json_option, progress, summary
+from layouttool.cli._common import (
+    LAYER_COMPRESSIONS,
+    emit,
+    human_size,
+    json_option,
+    lazy_options,
+    progress,
+    summary,
+    warn,
+)
 from layouttool.model import Platform
 from layouttool.ops.convert import Format, convert_image
 
@@ -22,7 +31,7 @@ from layouttool.ops.convert import Format, convert_image
 )
 @click.option(
     "--compression",
-    type=click.Choice(["gzip", "zstd", "none", "zstd:chunked", "estargz"]),
+    type=click.Choice(LAYER_COMPRESSIONS),
     help="Recompress every layer that is not already in this compression. zstd:chunked "
     "(podman, CRI-O) and estargz (containerd's stargz snapshotter) are lazy-pull layers that "
     "every plain zstd / gzip reader also reads.",
@@ -33,19 +42,7 @@ from layouttool.ops.convert import Format, convert_image
     help="Compression level (gzip and estargz 0-9, default 2; zstd 1-22, default 2, 16 MiB "
     "window; zstd:chunked 1-22, default 3).",
 )
-@click.option(
-    "--chunk-size",
-    type=click.IntRange(min=1),
-    help="estargz: largest piece of a file in one gzip member (default 4 MiB).",
-)
-@click.option(
-    "--estargz-prioritize",
-    "prioritize",
-    metavar="PATH",
-    multiple=True,
-    help="estargz: put this file first, before a .prefetch.landmark (repeatable; default: a "
-    ".no.prefetch.landmark leads, as nerdctl writes). Spools the layer to a temp file.",
-)
+@lazy_options
 @click.option(
     "--format",
     "fmt",
@@ -121,6 +118,7 @@ def convert_cmd(
             )
         return "\n".join(lines)
 
+    warn(res.warnings)
     emit(res, as_json, text)
     summary(
         f"{sum(e.changed for e in res.entries)} of {len(res.entries)} image(s) converted, "

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import click
 
-from layouttool.cli._common import emit, human_size, json_option, progress, summary
+from layouttool.cli._common import (
+    LAYER_COMPRESSIONS,
+    emit,
+    human_size,
+    json_option,
+    lazy_options,
+    progress,
+    summary,
+)
 from layouttool.ops.importer import import_docker_save
 
 
@@ -21,16 +29,18 @@ from layouttool.ops.importer import import_docker_save
 )
 @click.option(
     "--compression",
-    type=click.Choice(["gzip", "zstd", "none"]),
+    type=click.Choice(LAYER_COMPRESSIONS),
     default="gzip",
     show_default=True,
-    help="Compression of the stored layers.",
+    help="Compression of the stored layers (zstd:chunked and estargz: lazy-pull layers).",
 )
 @click.option(
     "--level",
     type=int,
-    help="Compression level (gzip 0-9, default 2; zstd 1-22, default 2, 16 MiB window).",
+    help="Compression level (gzip and estargz 0-9, default 2; zstd 1-22, default 2, 16 MiB "
+    "window; zstd:chunked 1-22, default 3).",
 )
+@lazy_options
 @click.option(
     "--format",
     "fmt",
@@ -68,6 +78,8 @@ def from_docker_save_cmd(
     images: tuple[str, ...],
     jobs: int | None,
     max_size: int | None,
+    chunk_size: int | None,
+    prioritize: tuple[str, ...],
     as_json: bool,
 ) -> None:
     """Import every image and tag of a docker save tarball SOURCE into LAYOUT.
@@ -84,6 +96,7 @@ def from_docker_save_cmd(
       docker save app:1.0 db:2 | layouttool from-docker-save - -o ./oci
       layouttool from-docker-save images.tar.zst -o ./oci --image app:1.0 --compression zstd
       layouttool from-docker-save app.tar -o ./oci --format docker --json
+      layouttool from-docker-save app.tar -o ./oci --compression zstd:chunked
     """
     with progress() as prog:
         res = import_docker_save(
@@ -96,6 +109,8 @@ def from_docker_save_cmd(
             jobs=jobs,
             max_size=max_size,
             progress=prog,
+            chunk_size=chunk_size,
+            prioritize=prioritize,
         )
 
     def text() -> str:

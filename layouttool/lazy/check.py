@@ -245,9 +245,14 @@ def _es_meta(e: Mapping[str, Any], h: TarHeader, typ: str, rep: _Report) -> list
     return bad
 
 
-def _group(entries: list[Any], rep: _Report) -> dict[str, list[dict[str, Any]]]:
-    """TOC entries by name: the main entry followed by its chunk entries."""
-    out: dict[str, list[dict[str, Any]]] = {}
+def _group(
+    entries: list[Any], rep: _Report, *, unique: bool
+) -> dict[str, list[list[dict[str, Any]]]]:
+    """TOC entries by name, in order: each a main entry followed by its chunk entries.
+
+    ``unique``: a name twice is a finding (containers/storage refuses it in zstd:chunked; an
+    eStargz TOC of a tar that holds a path twice names it twice, and the later one wins)."""
+    out: dict[str, list[list[dict[str, Any]]]] = {}
     last: list[dict[str, Any]] | None = None
     for e in entries:
         if not isinstance(e, dict) or not isinstance(e.get("name", ""), str):
@@ -260,16 +265,17 @@ def _group(entries: list[Any], rep: _Report) -> dict[str, list[dict[str, Any]]]:
                 last.append(e)
             continue
         name = es.clean_name(str(e.get("name", "")))
-        if name in out:
+        if name in out and unique:
             rep.add("lazy-toc-entry", f"the TOC names {name!r} twice")
-        last = out[name] = [e]
+        last = [e]
+        out.setdefault(name, []).append(last)
     return out
 
 
 def _stream_check(
     reader: Any,
     fmt: str,
-    groups: dict[str, list[dict[str, Any]]],
+    groups: dict[str, list[list[dict[str, Any]]]],
     rep: _Report,
 ) -> tuple[Digest, int, list[tuple[str, list[dict[str, Any]], int, int]]]:
     """Walk the tar in the decompressed stream; check metadata and digests; return the
@@ -284,18 +290,17 @@ def _stream_check(
             return data
 
     scan = TarScanner(_Hashing(), what=rep.what)
-    seen: set[str] = set()
     payloads: list[tuple[str, list[dict[str, Any]], int, int]] = []
     while (ent := scan.next()) is not None:
         h = ent.header
         name = es.clean_name(h.name.decode("utf-8", "surrogateescape"))
         if fmt == "estargz" and name == es.TOC_NAME:
             continue
-        seen.add(name)
-        group = groups.get(name)
-        if group is None:
+        queue = groups.get(name)
+        if not queue:
             rep.add("lazy-toc-entry", f"{_name(h)!r} is in the tar but not in the TOC")
             continue
+        group = queue.pop(0)
         typ = {
             b"0": "reg",
             b"1": "hardlink",
@@ -334,7 +339,7 @@ def _stream_check(
                 if want is not None and want != "sha256:" + hh.hexdigest():
                     rep.add("lazy-toc-content", f"{_name(h)!r}: chunk at {a}: wrong chunkDigest")
         payloads.append((name, group, start, h.size))
-    missing = set(groups) - seen
+    missing = {n for n, q in groups.items() if q}
     if fmt == "estargz":
         missing -= {""}
     for name in sorted(missing)[:5]:
@@ -430,7 +435,7 @@ def _check_zstd_chunked(
         )
         return
     toc = zc.decompress_toc(ctoc, loc.toc.uncompressed, rep.what)
-    groups = _group(toc["entries"], rep)
+    groups = _group(toc["entries"], rep, unique=True)
     ts_digest = toc.get("tarSplitDigest")
     if ts_digest:
         pos = loc.tar_split or foot.tar_split
@@ -499,7 +504,7 @@ def _check_estargz(
     except (ValueError, KeyError, TypeError) as exc:
         rep.add("lazy-toc", f"{es.TOC_NAME} is not a TOC: {exc}")
         return
-    groups = _group(entries, rep)
+    groups = _group(entries, rep, unique=False)
     reader = _GzipMemberReader(stream(), toc_off)
     got, usize, payloads = _stream_check(reader, "estargz", groups, rep)
     _offsets(reader.starts, payloads, "estargz", rep)

@@ -39,6 +39,7 @@ from layouttool.errors import (
     from_oserror,
 )
 from layouttool.layers import PendingLayer, spool_layer
+from layouttool.lazy import LazyFormat, parse_target
 from layouttool.model import Descriptor, Platform
 from layouttool.mutate import add_layer, history_entry
 from layouttool.ops.edit import (
@@ -102,6 +103,22 @@ class AppendResult:
             "seconds": round(self.seconds, 3),
             "notes": list(self.notes),
         }
+
+
+def layer_target(
+    base: Base, compression: Compression | str | None
+) -> tuple[Compression, LazyFormat | None]:
+    """:func:`layer_compression`, also taking ``zstd:chunked`` and ``estargz`` (lazy-pull
+    layers, written with their default options)."""
+    if isinstance(compression, str):
+        comp, lazy = parse_target(compression)
+        return layer_compression(base, comp), lazy
+    return layer_compression(base, compression), None
+
+
+def lazy_descriptor(desc: Descriptor, annotations: dict[str, str]) -> Descriptor:
+    """A new layer's descriptor with the annotations a lazy-pull layer needs."""
+    return desc.with_(annotations=dict(annotations)) if annotations else desc
 
 
 def layer_compression(base: Base, compression: Compression | str | None) -> Compression:
@@ -215,7 +232,7 @@ def append_layers(
     check_tag(tag)
     pre = normalize_prefix(prefix)
     base = open_base(image, platform)
-    comp = layer_compression(base, compression)
+    comp, lazy = layer_target(base, compression)
     layer_type = mt.layer_media_type(comp, docker=base.manifest.is_docker)
     epoch = source_date_epoch()
     created = timestamp(epoch)
@@ -236,7 +253,7 @@ def append_layers(
                                   clamp=epoch, warn=warns)
                 layer = pending.enter_context(spool_layer(
                     base.layout, stream, target=comp, declared=Compression.NONE, what=what,
-                    task=task))
+                    task=task, lazy=lazy))
             except LayoutToolError:
                 raise
             except OSError as exc:
@@ -253,7 +270,7 @@ def append_layers(
             ))
         for i, layer in enumerate(spooled):
             info = layer.commit().blob
-            descs.append(info.descriptor(layer_type))
+            descs.append(lazy_descriptor(info.descriptor(layer_type), layer.annotations))
             done[i] = replace(done[i], digest=str(info.digest))
         update = commit(base, config, add_layers=tuple(descs), tag=tag)
     return AppendResult(image, update, tuple(done), time.monotonic() - start, tuple(notes))

@@ -82,6 +82,15 @@ class ImageUpdate:
     #: what the edited entry pointed at before (None for a new image)
     previous_digest: str | None
 
+    @classmethod
+    def of(cls, layout: Layout, action: Action, ref: str | None, top: Descriptor,
+           manifest: Descriptor, config: Descriptor, previous: Descriptor | None
+           ) -> ImageUpdate:
+        """From the descriptors that were written and the old index.json entry."""
+        return cls(str(layout.root), ref, action, str(top.digest), top.media_type,
+                   str(manifest.digest), str(config.digest),
+                   str(previous.digest) if previous is not None else None)
+
     def to_json(self) -> dict[str, Any]:
         """JSON form (the shared part of every build command's ``--json``)."""
         return {
@@ -201,16 +210,7 @@ def commit(
     new_entry = Descriptor.from_json(entry_json, "new index.json entry")
     action, ref = point(layout, base.entry, new_entry, tag=tag,
                         by_digest=base.ref.digest is not None)
-    return ImageUpdate(
-        layout=str(layout.root),
-        ref=ref,
-        action=action,
-        digest=str(top.digest),
-        media_type=top.media_type,
-        manifest_digest=str(man_desc.digest),
-        config_digest=str(cfg_desc.digest),
-        previous_digest=str(base.entry.digest) if base.entry is not None else None,
-    )
+    return ImageUpdate.of(layout, action, ref, top, man_desc, cfg_desc, base.entry)
 
 
 def point(

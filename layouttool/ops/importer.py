@@ -70,6 +70,7 @@ from layouttool.formats.docker_archive import (
 from layouttool.formats.docker_v1 import read_v1_save
 from layouttool.formats.oci_archive import OciPlan, blob_member, plan_oci_archive
 from layouttool.layers import PendingLayer, spool_layer
+from layouttool.lazy import DEFAULT_CHUNK_SIZE, LazyFormat, LazyOptions, parse_target
 from layouttool.model import (
     JSON_CAP,
     Descriptor,
@@ -279,6 +280,9 @@ class _Options:
     jobs: int
     max_size: int | None
     progress: Progress
+    #: write lazy-pull layers (zstd:chunked, eStargz)
+    lazy: LazyFormat | None = None
+    lazy_options: LazyOptions | None = None
 
 
 def _read_all(src: Reader, cap: int, what: str) -> bytes:
@@ -321,7 +325,7 @@ def _spool(
     try:
         if raw_copy and claimed is not None:
             peek = PeekReader(source)
-            if sniff(peek.peek(8)) is not opts.target:
+            if opts.lazy is not None or sniff(peek.peek(8)) is not opts.target:
                 raw_writer = layout.writer(expected=claimed)
                 source = _TeeWriter(peek, raw_writer)
             else:
@@ -335,6 +339,8 @@ def _spool(
             max_size=opts.max_size,
             what=what,
             task=task,
+            lazy=opts.lazy,
+            lazy_options=opts.lazy_options,
         )
         if raw_writer is not None:
             # the member has been read to its end: close the copy now, so that a stream with
@@ -568,6 +574,8 @@ class _LayerSlot:
     member: str | None = None
     foreign: Descriptor | None = None
     recompressed: bool = False
+    #: annotations of the stored blob (a lazy-pull layer's TOC digest and position)
+    annotations: tuple[tuple[str, str], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -659,20 +667,33 @@ def import_docker_save(
     jobs: int | None = None,
     max_size: int | None = None,
     progress: Progress | None = None,
+    chunk_size: int | None = None,
+    prioritize: tuple[str, ...] | list[str] = (),
 ) -> ImportResult:
     """Import every image (or the ``images`` named) of a docker save tarball into ``layout``.
 
     ``source`` is a path, ``"-"`` for standard input, or a binary stream. The tarball may be
     gzip/zstd/xz/bzip2-compressed as a whole. ``layout`` is created when absent. Layers are
     stored with ``compression`` (``gzip``, ``zstd`` or ``none``; a layer already in that
-    compression is stored as it is) and the manifests use OCI (``fmt="oci"``) or Docker
+    compression is stored as it is; ``zstd:chunked`` or ``estargz`` write lazy-pull layers,
+    with eStargz's ``chunk_size`` and ``prioritize``, and an eStargz image gets a new config)
+    and the manifests use OCI (``fmt="oci"``) or Docker
     (``fmt="docker"``) media types. An OCI archive is imported as it is (its blobs are copied
     byte for byte; ``compression`` and ``fmt`` do not apply). ``max_size`` caps each layer's
     uncompressed size. Raises a :class:`~layouttool.errors.LayoutToolError`; on failure the
     layout is left as it was.
     """
     start = time.monotonic()
-    target = compression if isinstance(compression, Compression) else Compression.parse(compression)
+    lazy: LazyFormat | None = None
+    if isinstance(compression, Compression):
+        target = compression
+    else:
+        target, lazy = parse_target(compression)
+    if lazy is LazyFormat.ZSTD_CHUNKED and fmt == "docker":
+        raise UnsupportedError(
+            "--format docker cannot be combined with --compression zstd:chunked: Docker media "
+            "types have no zstd layer type; use --format oci, or --compression estargz"
+        )
     if target not in (Compression.NONE, Compression.GZIP, Compression.ZSTD):
         raise UnsupportedError(f"layers cannot be stored as {target.value}: use gzip, zstd or none")
     if fmt not in ("oci", "docker"):
@@ -683,6 +704,13 @@ def import_docker_save(
         from layouttool.codec import new_encoder
 
         new_encoder(target, level)  # refuses an out-of-range level up front
+    if lazy is None and (chunk_size is not None or prioritize):
+        raise InvalidInputError("--chunk-size and --estargz-prioritize need --compression estargz")
+    if lazy is LazyFormat.ZSTD_CHUNKED and (chunk_size is not None or prioritize):
+        raise InvalidInputError(
+            "--chunk-size and --estargz-prioritize are eStargz options; zstd:chunked cuts "
+            "files where their content says, as containers/storage does"
+        )
     if max_size is not None and max_size < 0:
         raise InvalidInputError(f"--max-size must not be negative, got {max_size}")
     opts = _Options(
@@ -692,6 +720,12 @@ def import_docker_save(
         jobs=max(1, jobs if jobs is not None else default_layer_jobs(target)),
         max_size=max_size,
         progress=progress or NULL_PROGRESS,
+        lazy=lazy,
+        lazy_options=LazyOptions(
+            level=level,
+            chunk_size=chunk_size if chunk_size is not None else DEFAULT_CHUNK_SIZE,
+            prioritize=tuple(prioritize),
+        ),
     )
     counter = _Counter()
     name, path, stream, closer = _open_source(source, counter)
@@ -859,13 +893,20 @@ def _plan_docker(
                     f"{lw}: member content hashes to {sp.raw_digest}, not the digest its "
                     "name claims; the tarball is corrupt"
                 )
-            if sp.pending.diff_id != diff_id:
+            if sp.pending.source_diff_id != diff_id:
                 raise IntegrityError(
-                    f"{lw}: uncompressed content hashes to {sp.pending.diff_id}, but the "
-                    f"config's diff_id is {diff_id}"
+                    f"{lw}: uncompressed content hashes to {sp.pending.source_diff_id}, but "
+                    f"the config's diff_id is {diff_id}"
                 )
             plan.layers[value] = sp.pending
             slots.append(_spooled_slot(sp.pending, value, opts))
+        if any(sl.diff_id != d for sl, d in zip(slots, cfg.diff_ids, strict=True)):
+            # eStargz layers: the tar gained a TOC and a landmark, so the config is rewritten
+            doc = dict(cfg.doc)
+            ids = [str(sl.diff_id) for sl in slots]
+            doc["rootfs"] = {**dict(doc.get("rootfs") or {}), "diff_ids": ids}
+            raw = dump_json(doc)
+            cfg_digest = Digest.of_bytes(raw)
         plan.small[cfg_digest] = raw
         plan.images.append(
             _ImagePlan(
@@ -964,7 +1005,9 @@ def _spooled_slot(pending: PendingLayer, member: str, opts: _Options) -> _LayerS
         mt.layer_media_type(pending.compression, docker=opts.docker),
         pending.diff_id,
         member=member,
-        recompressed=pending.compression is not pending.source_compression,
+        recompressed=pending.compression is not pending.source_compression
+        or pending.lazy is not None,
+        annotations=tuple(pending.annotations.items()),
     )
 
 
@@ -1132,7 +1175,12 @@ def _apply(layout: Layout, plan: _Commit) -> tuple[tuple[ImportedImage, ...], in
             else:
                 assert slot.member is not None
                 info = layer_info[slot.member]
-                d = Descriptor(media_type=slot.media_type, digest=info.digest, size=info.size)
+                d = Descriptor(
+                    media_type=slot.media_type,
+                    digest=info.digest,
+                    size=info.size,
+                    annotations=dict(slot.annotations),
+                )
             descs.append(d)
             out_layers.append(
                 ImportedLayer(

@@ -65,16 +65,7 @@ def new_image(image: str, *, platform: Platform | None = None) -> NewResult:
         entry = Descriptor(man.media_type, man.digest, man.size)
         action, name = point(layout, None, entry, tag=ref.ref)
     return NewResult(
-        ImageUpdate(
-            layout=str(layout.root),
-            ref=name,
-            action=action,
-            digest=str(man.digest),
-            media_type=man.media_type,
-            manifest_digest=str(man.digest),
-            config_digest=str(cfg.digest),
-            previous_digest=None,
-        ),
+        ImageUpdate.of(layout, action, name, man, man, cfg, None),
         platform=str(plat),
         created=created,
         layout_created=not existed,

@@ -37,7 +37,7 @@ from layouttool.errors import (
 from layouttool.layers import spool_layer
 from layouttool.model import Descriptor, Index
 from layouttool.mutate import add_layer, history_entry
-from layouttool.ops.append import layer_compression
+from layouttool.ops.append import layer_target, lazy_descriptor
 from layouttool.ops.common import read_config, read_index_blob, read_manifest, select
 from layouttool.ops.edit import (
     Base,
@@ -240,7 +240,7 @@ def repack_image(
     notes: list[str] = []
     with record:
         base = _base(image, header, notes)
-        comp = layer_compression(base, compression)
+        comp, lazy = layer_target(base, compression)
         rootless = bool(header.get("rootless"))
         try:
             same_fs = rootfs.stat().st_dev == header.get("dev")
@@ -283,7 +283,7 @@ def repack_image(
         task = progress.task("repack layer", None)
         try:
             with spool_layer(base.layout, stream, target=comp, declared=Compression.NONE,
-                             what="repack layer", task=task) as pending:
+                             what="repack layer", task=task, lazy=lazy) as pending:
                 res = pending.commit()
         except LayoutToolError:
             raise
@@ -292,7 +292,7 @@ def repack_image(
         finally:
             stream.close()
         task.done()
-        desc = res.blob.descriptor(layer_type)
+        desc = lazy_descriptor(res.blob.descriptor(layer_type), res.annotations)
         config = add_layer(base.config.doc, res.diff_id,
                            history_entry(created, "layouttool repack", comment=history_comment))
         update = commit(base, config, add_layers=(desc,), tag=tag)

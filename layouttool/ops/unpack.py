@@ -1,9 +1,9 @@
 """``unpack``: apply an image's layers in order to a root filesystem.
 
-Each layer streams once: verified blob -> decompress (by magic bytes; the media type must agree)
--> diff_id hash -> tar reader -> filesystem (:mod:`layouttool.rootfs`). The whole decompressed
-stream is hashed, including bytes after the tar end marker, and compared with
-``rootfs.diff_ids[i]``.
+Each layer streams once (:func:`layouttool.layers.plain_layer`): verified blob -> decompress
+(by magic bytes; the media type must agree) -> diff_id hash -> tar reader -> filesystem
+(:mod:`layouttool.rootfs`). The whole decompressed stream is hashed, including bytes after the
+tar end marker, and compared with ``rootfs.diff_ids[i]``.
 """
 
 from __future__ import annotations
@@ -15,25 +15,14 @@ from pathlib import Path
 from typing import Any
 
 from layouttool import mediatypes as mt
-from layouttool.codec import (
-    CHUNK,
-    HashingReader,
-    LimitReader,
-    PeekReader,
-    PrefetchReader,
-    Reader,
-    TeeReader,
-    open_decompress,
-    sniff,
-)
 from layouttool.errors import (
     ConflictError,
     IntegrityError,
-    InvalidInputError,
     LayoutToolError,
     UnsupportedError,
     from_oserror,
 )
+from layouttool.layers import plain_layer
 from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Platform, dump_json
 from layouttool.ops.common import ResolvedImage, open_image
@@ -115,7 +104,9 @@ def unpack_image(
     empty unless ``force``. On error DEST is left as far as it got.
     """
     start = time.monotonic()
-    img = open_image(image, platform)
+    img = open_image(image, platform, purpose="unpack")
+    for finding in img.warnings:
+        progress.note(f"warning: {finding.line()}")
     layers = img.manifest.layers
     diff_ids = img.config.diff_ids
     if len(diff_ids) != len(layers):
@@ -149,37 +140,17 @@ def unpack_image(
     for i, layer in enumerate(layers):
         what = f"layer {i + 1}/{len(layers)} {layer.digest}"
         task = progress.task(f"layer {i + 1}/{len(layers)} {layer.digest.short}", layer.size)
-        with img.layout.open_blob(layer.digest, layer.size) as blob:
-            peek = PeekReader(TeeReader(blob, advance=task.advance))
-            found = sniff(peek.peek(8))
-            declared = mt.layer_compression(layer.media_type)
-            if found is not declared:
-                raise InvalidInputError(
-                    f"{what}: media type {layer.media_type} does not match the content, "
-                    f"which is {found.value}"
-                )
-            dec = open_decompress(peek, found, what=what)
-            plain: Reader = dec if max_size is None else LimitReader(dec, max_size, what)
-            hashed = HashingReader(plain)
+        lazy = mt.lazy_format(layer.annotations)
+        layer_opts = estargz_opts if lazy == "estargz" else opts
+        try:
             # decompress + hash on another core while this one parses tar and writes files
-            ahead = PrefetchReader(hashed)
-            try:
-                lazy = mt.lazy_format(layer.annotations)
-                layer_opts = estargz_opts if lazy == "estargz" else opts
-                stats = apply_layer(ahead, root, layer_opts,  # type: ignore[arg-type]
+            with plain_layer(img.layout, layer, diff_ids[i], what=what, max_size=max_size,
+                             advance=task.advance) as stream:
+                stats = apply_layer(stream, root, layer_opts,  # type: ignore[arg-type]
                                     on_entry=facts.hook(i))
-                while ahead.read(CHUNK):
-                    pass
-            finally:
-                ahead.close()
-            dec.close()
-            blob.finish()
+        except IntegrityError as exc:
+            raise IntegrityError(f"{exc}; {dest_path} is incomplete") from exc
         task.done()
-        if hashed.digest() != diff_ids[i]:
-            raise IntegrityError(
-                f"{what}: uncompressed content hashes to {hashed.digest()} but the config's "
-                f"diff_id is {diff_ids[i]}; {dest_path} is incomplete"
-            )
         entries += stats.entries
         written += stats.bytes_written
         warnings.extend(f"{what}: {w}" for w in stats.warnings)

@@ -92,7 +92,7 @@ from layouttool.rootfs.names import (
 )
 from layouttool.rootfs.tarread import (
     CHUNK_SIZE,
-    Reader,
+    ViewReader,
     corrupt,
     iter_members,
     open_stream,
@@ -575,7 +575,7 @@ class _Applier:
             dir_fd=pfd,
         )
         try:
-            src = typing.cast(Reader, tar.fileobj)
+            src = typing.cast(ViewReader, tar.fileobj)
             if sparse is None:
                 self._copy(src, fd, 0, m.size, m)
             else:
@@ -593,14 +593,14 @@ class _Applier:
             os.close(fd)
         self._mark_upper(self._path)
 
-    def _copy(self, src: Reader, fd: int, offset: int, length: int, m: tarfile.TarInfo) -> None:
+    def _copy(self, src: ViewReader, fd: int, offset: int, length: int, m: tarfile.TarInfo) -> None:
         remaining = length
         while remaining:
-            want = min(remaining, CHUNK_SIZE)
-            data = src.read(want)
-            if len(data) != want:
+            # a view of the decompressed chunk, written without a copy (up to a chunk's end)
+            view = src.read_view(min(remaining, CHUNK_SIZE))
+            want = len(view)
+            if not want:
                 raise corrupt(f"{m.name!r}: unexpected end of data")
-            view = memoryview(data)
             done = 0
             while done < want:
                 done += os.pwrite(fd, view[done:], offset + done)

@@ -398,7 +398,7 @@ def layer_entries(
                 ) from exc
             if a.kind == "opaque":
                 dfd = dirs.get(parts)
-                yield opaque_entry(a.path or ".", _mtime(dfd, clamp))
+                yield opaque_entry(a.path, _mtime(dfd, clamp))
                 yield from walk_below(dfd, a.path, owner=owner, clamp=clamp, warn=warn)
                 continue
             e = disk_entry(pfd, name, st, a.path or ".", tar_name=a.path or ".",

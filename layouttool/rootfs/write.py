@@ -473,6 +473,16 @@ class _MemberRules:
         return parts
 
 
+def _next_member(members: Iterator[tarfile.TarInfo], last: str) -> tarfile.TarInfo | None:
+    """The next member, a header tarfile cannot read turned into CorruptStreamError."""
+    try:
+        return next(members, None)
+    except errors.LayoutToolError:
+        raise
+    except (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError) as exc:
+        raise corrupt(f"bad header after {last!r}", exc) from exc
+
+
 class _Tee:
     """``src``'s bytes, each also appended to ``sink`` as it is read."""
 
@@ -521,13 +531,7 @@ class CheckedTar:
             if self._current is None:
                 # the previous member's data was read to its end below, so this reads
                 # nothing but the next header
-                try:
-                    m = next(self._members, None)
-                except errors.LayoutToolError:
-                    raise
-                except (tarfile.TarError, EOFError, ValueError, OverflowError,
-                        RecursionError) as exc:
-                    raise corrupt(f"bad header after {self._last!r}", exc) from exc
+                m = _next_member(self._members, self._last)
                 if m is None:
                     self._state = "rest"
                     return
@@ -588,13 +592,7 @@ def retar(
         last = "<start>"
         members = iter_members(tar, warn)
         while True:
-            try:
-                m = next(members, None)
-            except errors.LayoutToolError:
-                raise
-            except (tarfile.TarError, EOFError, ValueError, OverflowError,
-                    RecursionError) as exc:
-                raise corrupt(f"bad header after {last!r}", exc) from exc
+            m = _next_member(members, last)
             if m is None:
                 break
             last = m.name
