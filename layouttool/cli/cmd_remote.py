@@ -18,7 +18,8 @@ from layouttool.cli._common import (
     summary,
 )
 from layouttool.ops.login import login, logout
-from layouttool.ops.remote import pull_image, push_image
+from layouttool.ops.pull import pull_image
+from layouttool.ops.push import push_image
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -101,6 +102,10 @@ def _connection(options: dict[str, Any]) -> dict[str, Any]:
     return options
 
 
+def _referrer_count(referrers: tuple[str, ...]) -> str:
+    return f"{len(referrers)} referrer(s), " if referrers else ""
+
+
 @click.command("push")
 @click.argument("image")
 @click.argument("destination", metavar="REGISTRY/REPO[:TAG|@DIGEST]")
@@ -110,10 +115,21 @@ def _connection(options: dict[str, Any]) -> dict[str, Any]:
     help="Mount blobs from this repository of the same registry instead of uploading them "
     "(default: the repository the image was imported from, when on the same registry).",
 )
+@click.option(
+    "--referrers",
+    is_flag=True,
+    help="Also push every manifest of the layout whose subject is the image (signatures, "
+    "SBOMs; theirs too, recursively).",
+)
 @_remote_options
 @json_option
 def push_cmd(
-    image: str, destination: str, mount_from: str | None, as_json: bool, **remote: Any
+    image: str,
+    destination: str,
+    mount_from: str | None,
+    referrers: bool,
+    as_json: bool,
+    **remote: Any,
 ) -> None:
     """Upload IMAGE (an image, or a multi-platform index with every child) to a registry.
 
@@ -127,16 +143,23 @@ def push_cmd(
       layouttool push ./oci:app reg.example:5000/app:1 --cert-dir ./certs
       layouttool push ./oci:app ghcr.io/me/app:1.0 --creds "me:$TOKEN"
       layouttool push ./oci:app reg.example/team/app:2 --mount-from team/base
+      layouttool push ./oci:app:1.0 reg.example/team/app:1.0 --referrers
     """
     with progress(debug_is_verbose=True) as prog:
         res = push_image(
-            image, destination, mount_from=mount_from, progress=prog, **_connection(remote)
+            image,
+            destination,
+            mount_from=mount_from,
+            referrers=referrers,
+            progress=prog,
+            **_connection(remote),
         )
     emit(res, as_json, lambda: None)
     summary(
         f"pushed {res.destination} ({res.digest}): {res.blobs_transferred} blob(s) "
         f"uploaded, {res.blobs_skipped} already there, {res.blobs_mounted} mounted, "
-        f"{human_size(res.bytes_transferred)} in {res.seconds:.1f}s"
+        f"{_referrer_count(res.referrers)}{human_size(res.bytes_transferred)} in "
+        f"{res.seconds:.1f}s"
     )
 
 
@@ -157,6 +180,12 @@ def push_cmd(
     help="Ref name in index.json (default: REPO:TAG without the registry).",
 )
 @click.option("--all-platforms", is_flag=True, help="Pull a multi-platform index whole.")
+@click.option(
+    "--referrers",
+    is_flag=True,
+    help="Also pull the referrers of the image (signatures, SBOMs; theirs too), each as an "
+    "index.json entry without a ref name.",
+)
 @platform_option
 @_remote_options
 @json_option
@@ -173,6 +202,7 @@ def pull_cmd(source: str, layout: str, as_json: bool, **options: Any) -> None:
       layouttool pull 127.0.0.1:5000/app:1.0 -o ./oci --insecure --ref app:1.0
       layouttool pull reg.example:5000/app:1 -o ./oci --cert-dir ./certs
       layouttool pull ghcr.io/me/app:1.0 -o ./oci --all-platforms
+      layouttool pull reg.example/team/app:1.0 -o ./oci --referrers
     """
     with progress(debug_is_verbose=True) as prog:
         res = pull_image(source, layout, progress=prog, **_connection(options))
@@ -180,7 +210,8 @@ def pull_cmd(source: str, layout: str, as_json: bool, **options: Any) -> None:
     summary(
         f"pulled {res.source} -> {res.destination} ({res.digest}): "
         f"{res.blobs_transferred} blob(s) fetched, {res.blobs_skipped} already there, "
-        f"{human_size(res.bytes_transferred)} in {res.seconds:.1f}s"
+        f"{_referrer_count(res.referrers)}{human_size(res.bytes_transferred)} in "
+        f"{res.seconds:.1f}s"
     )
 
 
