@@ -64,7 +64,7 @@ def _blob_descriptors(raw: bytes, media_type: str, what: str) -> list[Descriptor
     raise UnsupportedError(f"{what}: cannot pull media type {media_type!r}")
 
 
-def _media_type(content_type: str, doc: Any) -> str:
+def media_type_of(content_type: str, doc: Any) -> str:
     """The media type of a fetched manifest: Content-Type, else the document's, else by shape."""
     if content_type and content_type not in ("application/json", "text/plain"):
         return content_type
@@ -165,7 +165,7 @@ def _documents(
     """The root to tag, and every manifest and index to store (children first)."""
     raw, ctype, digest = client.get_manifest(ref.repository, ref.reference, expected=ref.digest)
     doc = parse_json(raw, f"manifest {ref}")
-    root = Descriptor(media_type=_media_type(ctype, doc), digest=digest, size=len(raw))
+    root = Descriptor(media_type=media_type_of(ctype, doc), digest=digest, size=len(raw))
     if not all_platforms:
         # descend to this platform's image; only that manifest is stored and tagged
         for _ in range(_MAX_DEPTH):
@@ -346,4 +346,4 @@ def _pull(
     )
 
 
-__all__ = ["pull_image"]
+__all__ = ["media_type_of", "pull_image"]
