@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from layouttool import mediatypes as mt
 from layouttool.codec import CHUNK
@@ -21,6 +20,7 @@ from layouttool.model import (
 )
 from layouttool.ops.layout import set_ref
 from layouttool.ops.transfer import (
+    Connection,
     Counts,
     TransferResult,
     follow_referrers,
@@ -86,14 +86,10 @@ def pull_image(
     platform: Platform | None = None,
     all_platforms: bool = False,
     ref_name: str | None = None,
-    insecure: bool = False,
-    creds: tuple[str, str] | None = None,
-    cert_dir: str | os.PathLike[str] | None = None,
-    authfile: str | os.PathLike[str] | None = None,
     jobs: int = 4,
     referrers: bool = False,
-    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
+    **connection: Unpack[Connection],
 ) -> TransferResult:
     """Fetch ``source`` from its registry into the layout and tag it.
 
@@ -107,15 +103,7 @@ def pull_image(
     """
     start = time.monotonic()
     ref = RemoteRef.parse(source)
-    with open_client(
-        ref,
-        insecure=insecure,
-        creds=creds,
-        cert_dir=cert_dir,
-        authfile=authfile,
-        retries=retries,
-        progress=progress,
-    ) as client:
+    with open_client(ref, progress, **connection) as client:
         return _pull(
             client,
             ref,

@@ -7,13 +7,13 @@ fallback tag ``sha256-<hex>`` does. ``docker://`` is skopeo's transport prefix.
 
 from __future__ import annotations
 
-import os
+from typing import Unpack
 
 from layouttool.model import Descriptor, parse_json
 from layouttool.ops.attach import check_media_type
 from layouttool.ops.pull import media_type_of
 from layouttool.ops.referrers import ReferrersResult
-from layouttool.ops.transfer import open_client
+from layouttool.ops.transfer import Connection, open_client
 from layouttool.progress import NULL_PROGRESS, Progress
 from layouttool.registry import RemoteRef
 from layouttool.registry.referrers import list_referrers
@@ -26,27 +26,15 @@ def list_remote_referrers(
     source: str,
     *,
     artifact_type: str | None = None,
-    insecure: bool = False,
-    creds: tuple[str, str] | None = None,
-    cert_dir: str | os.PathLike[str] | None = None,
-    authfile: str | os.PathLike[str] | None = None,
-    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
+    **connection: Unpack[Connection],
 ) -> ReferrersResult:
     """The referrers of what ``[docker://]REGISTRY/REPO[:TAG|@DIGEST]`` names, sorted by digest
     (only those of ``artifact_type`` when given)."""
     if artifact_type is not None:
         check_media_type(artifact_type, "--artifact-type")
     ref = RemoteRef.parse(source.removeprefix(DOCKER_PREFIX))
-    with open_client(
-        ref,
-        insecure=insecure,
-        creds=creds,
-        cert_dir=cert_dir,
-        authfile=authfile,
-        retries=retries,
-        progress=progress,
-    ) as client:
+    with open_client(ref, progress, **connection) as client:
         raw, ctype, digest = client.get_manifest(ref.repository, ref.reference, expected=ref.digest)
         subject = Descriptor(
             media_type_of(ctype, parse_json(raw, f"manifest {ref}")), digest, len(raw)
