@@ -84,7 +84,6 @@ NONDISTRIBUTABLE_MISSING: Final = "nondistributable-missing"
 REFERENCE_MISSING: Final = "reference-missing"
 UNKNOWN_MEDIA_TYPE: Final = "unknown-media-type"
 NULL_FIELD: Final = "null-field"
-LAYERS_EMPTY: Final = "layers-empty"
 ARTIFACT_CONFIG: Final = "artifact-config"
 
 #: code -> (severity, exit code it stands for, what it means). The exit code is the one a
@@ -110,7 +109,6 @@ CODES: Final[dict[str, tuple[Severity, int, str]]] = {
     REFERENCE_MISSING: ("warning", 3, "a blob a document of unknown type names is absent"),
     UNKNOWN_MEDIA_TYPE: ("warning", 4, "a document of a media type we do not know"),
     NULL_FIELD: ("warning", 4, "null where a field is optional (read as absent)"),
-    LAYERS_EMPTY: ("warning", 4, "an image manifest with no layers (a SHOULD)"),
     ARTIFACT_CONFIG: ("warning", 4, "an artifact's config is typed as an image config"),
     # a lazy-pull layer (zstd:chunked, eStargz) whose TOC lies: layouttool.lazy.check
     "lazy-annotation": ("problem", 5, "its annotations disagree with its footer"),
@@ -589,12 +587,12 @@ _REQUIRED: Final[dict[str, frozenset[str]]] = {
 
 
 def check_schema(
-    value: Any, media_type: str, digest: Digest | None, where: str, *, image: bool = True
+    value: Any, media_type: str, digest: Digest | None, where: str
 ) -> Iterator[Finding]:
     """The image-spec schema of an OCI document (problems), except for what image-spec v1.1 or
-    common writers make a quirk (warnings): null where a field is optional (Go's zero value;
-    read as absent, or as empty for a list), and an image with no layers (a SHOULD; nothing at
-    all for an artifact). ``value`` is the parsed JSON; Docker types have no schema."""
+    common writers make a quirk: null where a field is optional (Go's zero value; read as
+    absent, or as empty for a list: a warning), and an empty ``layers`` array (allowed: no
+    finding). ``value`` is the parsed JSON; Docker types have no schema."""
     from layouttool import schema
 
     kind = schema.schema_for_media_type(media_type)
@@ -609,10 +607,9 @@ def check_schema(
         if kind is schema.SchemaKind.MANIFEST and path == "layers" and (
             isinstance(value, dict) and value.get("layers") == []
         ):
-            if image:
-                yield finding(LAYERS_EMPTY, digest, where,
-                              "the image has no layers (image-spec v1.1: SHOULD have one; "
-                              "allowed)")
+            # image-spec v1.1 allows an empty layers array (manifest.md: SHOULD have one, for
+            # portability; its JSON schema still says minItems 1). umoci new, BuildKit and our
+            # own `new` write one, and what we write must pass --strict: no finding at all
             continue
         yield finding(SCHEMA, digest, where, msg)
 
@@ -622,8 +619,7 @@ def check_document(doc: Document) -> list[Finding]:
     and the artifact rules of image-spec v1.1. Pure; a document that was not read gives none."""
     if doc.value is None or (doc.content is None and doc.kind is not Kind.SCHEMA1):
         return []
-    out = list(check_schema(doc.value, doc.media_type, doc.desc.digest, doc.where,
-                                image=doc.kind is Kind.IMAGE))
+    out = list(check_schema(doc.value, doc.media_type, doc.desc.digest, doc.where))
     m = doc.manifest
     if m is not None and m.config.media_type == mt.MT_OCI_EMPTY and m.artifact_type is None:
         out.append(finding(INVALID_DOCUMENT, doc.desc.digest, doc.where,
