@@ -341,30 +341,41 @@ def run(args: Sequence[str | os.PathLike[str]], *, timeout: float = 60,
     return Run(proc.returncode, out, err.decode(errors="replace"), time.monotonic() - start)
 
 
+#: runs argv[2:] and writes its peak RSS (KiB) to the file argv[1]. A child of the test
+#: process would not do: Linux carries ru_maxrss across fork and exec, so a child of a large
+#: pytest process reports at least the parent's size; this small process's child starts afresh
+_RSS_WRAPPER = (
+    "import os, subprocess, sys\n"
+    "p = subprocess.Popen(sys.argv[2:])\n"
+    "_, status, usage = os.wait4(p.pid, 0)\n"
+    "open(sys.argv[1], 'w').write(str(usage.ru_maxrss))\n"
+    "sys.exit(os.waitstatus_to_exitcode(status))\n"
+)
+
+
 def run_wait4(args: Sequence[str | os.PathLike[str]], *, timeout: float = 120,
               preexec: Callable[[], None] | None = None) -> Run:
-    """Like :func:`run` but reaps the child with ``os.wait4`` to get its peak RSS (stdout is
-    discarded, stderr kept in a temp file so a pipe can never fill up)."""
-    argv = [*LAYOUTTOOL, *map(str, args)]
-    with tempfile.TemporaryFile() as errf:
-        start = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                stderr=errf, preexec_fn=preexec, env=child_env())
-        deadline = start + timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                break
-            if time.monotonic() > deadline:
-                proc.kill()
-                os.wait4(proc.pid, 0)
-                proc.returncode = -9
+    """Like :func:`run` but with the child's own peak RSS, measured through a small wrapper
+    process (stdout is discarded, stderr kept in a temp file so a pipe can never fill up)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rss_file = Path(tmp) / "maxrss"
+        argv = [PYTHON, "-c", _RSS_WRAPPER, str(rss_file), *LAYOUTTOOL, *map(str, args)]
+        with (Path(tmp) / "stderr").open("w+b") as errf:
+            start = time.monotonic()
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                                    stderr=errf, preexec_fn=preexec, env=child_env(),
+                                    start_new_session=True)
+            try:
+                proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)  # the wrapper and layouttool under it
+                proc.wait()
                 pytest.fail(f"layouttool {' '.join(map(str, args))} hung (> {timeout}s)")
-            time.sleep(0.01)
-        proc.returncode = os.waitstatus_to_exitcode(status)
-        errf.seek(0)
-        err = errf.read().decode(errors="replace")
-    return Run(proc.returncode, b"", err, time.monotonic() - start, int(usage.ru_maxrss))
+            seconds = time.monotonic() - start
+            errf.seek(0)
+            err = errf.read().decode(errors="replace")
+        maxrss = int(rss_file.read_text())
+    return Run(proc.returncode, b"", err, seconds, maxrss)
 
 
 def run_killed(args: Sequence[str | os.PathLike[str]], delay: float,
