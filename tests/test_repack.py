@@ -495,3 +495,29 @@ def test_repack_never_follows_a_symlink_out_of_the_rootfs(layout: Path, tmp_path
     assert not [n for n in members if n.startswith(("escape/", "etc/conf.d/"))]
     assert not any("secret" in n for n in members)
     assert snapshot(outside, mtimes=True) == before
+
+
+def test_rootless_owners_of_directories_unpack_made_again(tmp_path: Path) -> None:
+    """A rootless record keeps the image's owners; a directory that a later layer only
+    implies (after a whiteout removed the one a layer made, or over a file) is unpack's own,
+    0:0, as umoci unpacks it, not the owner of what was there before."""
+    layout = tmp_path / "oci"
+    new_image(f"{layout}:base")
+    layers = [
+        [{"type": "dir", "name": "a/", "uid": 5, "gid": 5}, {"name": "a/f", "data": "f"},
+         {"name": "b", "data": "a file", "uid": 6, "gid": 6}],
+        [{"name": ".wh.a"}],
+        [{"name": "a/x", "data": "x"}, {"name": "b/y", "data": "y"}],
+    ]
+    for i, entries in enumerate(layers):
+        (tmp_path / f"l{i}.tar").write_bytes(build_layer(entries))
+    append_layers(f"{layout}:base", [tmp_path / f"l{i}.tar" for i in range(3)])
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest, rootless=True)
+    write(dest / "a" / "new", "n")  # moves the mtimes of a and b: both are written again
+    write(dest / "b" / "new", "n")
+    res = repack_image(f"{layout}:base", dest)
+    assert res.layer is not None
+    members = layer_members(layout, res.layer["digest"])
+    assert {n: (m.uid, m.gid) for n, m in members.items() if n in ("a", "b")} == {
+        "a": (0, 0), "b": (0, 0)}

@@ -110,11 +110,16 @@ class Facts:
         #: canonical path -> (uid, gid, source layer, source offset, has xattrs)
         self.by_path: dict[str, tuple[int, int, int, int, bool]] = {}
 
-    def hook(self, layer: int) -> Callable[[str, tarfile.TarInfo, str | None], None]:
+    def hook(self, layer: int) -> Callable[[str, tarfile.TarInfo | None, str | None], None]:
         """The hook to pass to ``apply_layer`` for layer number ``layer``."""
         facts = self.by_path
 
-        def on_entry(path: str, m: tarfile.TarInfo, link_src: str | None) -> None:
+        def on_entry(path: str, m: tarfile.TarInfo | None, link_src: str | None) -> None:
+            if m is None:
+                # a parent unpack made: no layer said anything about it (what a layer said
+                # about the path before, a whiteout or this directory removed)
+                facts.pop(path, None)
+                return
             if link_src is not None:
                 # a hardlink is the inode it links to: that file's owner, bytes and xattrs
                 facts[path] = facts.get(link_src, (0, 0, -1, 0, True))
