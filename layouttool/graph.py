@@ -142,7 +142,9 @@ def walk(
     while stack:
         node = stack.pop()
         digest = node.desc.digest
-        if node.role == "subject" and not follow_subject:
+        # a root given the subject role is read (absent, it is a warning): the caller walks
+        # the subjects it was handed back this way, once each
+        if node.role == "subject" and not follow_subject and node.parent is not None:
             if digest in read or digest in seen_subject:
                 continue
             seen_subject.add(digest)

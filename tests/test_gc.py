@@ -118,6 +118,32 @@ def test_referrers_are_kept_and_their_subtrees_too(b: LayoutBuilder) -> None:
     assert_gc_ok(b)
 
 
+def test_the_subject_of_a_found_referrer_is_read_even_if_met_as_a_leaf(
+    b: LayoutBuilder,
+) -> None:
+    # M is reached only as a layer (a leaf: not read) and as the subject of an unrooted
+    # referrer. gc once kept M's digest but never read it, deleting M's config and layers
+    m = b.image(2, nonce="m")
+    top = b.manifest(b.config(1, nonce="top"), [dict(m, mediaType=mt.MT_OCI_LAYER)])
+    b.add_root(top, "top")
+    sig = b.referrer(m, nonce="sig")
+    kept = b.expected_kept()
+    assert D(sig) in kept and len(b.blobs[D(m)].refs) == 3
+    assert {d for d, _ in b.blobs[D(m)].refs} <= kept
+    assert_gc_ok(b)
+
+
+def test_a_referrer_of_an_unread_unknown_document_ends(b: LayoutBuilder) -> None:
+    # X lists Y by a type that is no manifest (so Y is a leaf, never read), and a referrer
+    # names Y as its subject: gc handed Y back as a pending subject every round, forever
+    y = b.artifact([b.layer()], nonce="y")
+    x = b.artifact([dict(y, mediaType=UNKNOWN_DOC_TYPE)], nonce="x")
+    b.add_root(x, "x")
+    b.referrer(y, nonce="sig")
+    b.orphan(b"old")
+    assert_gc_ok(b)
+
+
 def test_a_manifest_bundled_as_a_layer_is_still_walked(b: LayoutBuilder) -> None:
     # graph.walk once marked B's digest as a leaf first and never read B, so gc deleted B's
     # config and layers although B is tagged

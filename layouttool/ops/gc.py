@@ -214,6 +214,7 @@ class _Marker:
         #: documents read (through at least one of their descriptors)
         self._read: set[Digest] = set()
         self._failed: dict[Digest | None, Finding] = {}
+        self._pending_seen: set[Digest] = set()
         self.warnings: dict[tuple[str, Digest | None, str], Finding] = {}
         self._task = progress.task("gc: reading documents", None)
 
@@ -235,14 +236,19 @@ class _Marker:
         for node in walk(self.layout, roots, on_finding=self._on_finding,
                          follow_subject=follow_subject):
             self.kept.add(node.desc.digest)
-            if node.role == "subject" and not follow_subject:
+            if node.role == "subject" and not follow_subject and node.parent is not None:
                 pending.append(node.desc)
             elif node.document is not None and node.desc.digest not in self.visited:
                 self.visited.add(node.desc.digest)
                 if node.document.ok:
                     self._read.add(node.desc.digest)
                 self._task.advance(node.desc.size)
-        return [d for d in pending if d.digest not in self.visited]
+        # each subject is handed back once: one that reads as no document (an unknown type,
+        # an absent blob) stays unvisited, and would otherwise come back every round
+        fresh = [d for d in pending if d.digest not in self.visited
+                 and d.digest not in self._pending_seen]
+        self._pending_seen.update(d.digest for d in fresh)
+        return fresh
 
     def done(self) -> None:
         """The marking is over."""
