@@ -290,6 +290,23 @@ def test_dive_fixture_layer_changes() -> None:
     assert visible + total_wasted == sum(s.file_bytes for s in stats)
 
 
+def test_a_path_through_missing_dotdot_is_resolved_afresh(tmp_path: Path) -> None:
+    # b -> a/.. is the root while a is missing. unpack cached that answer, so after a
+    # symlink a -> c/d was made it still put b/y at the root (c/y, as merge and securejoin
+    # say), and after a -> a it took b/a for the root instead of refusing the loop
+    moved = [[{"type": "symlink", "name": "b", "target": "a/.."}, {"name": "b/x"},
+              {"type": "symlink", "name": "a", "target": "c/d"}, {"name": "b/y"}]]
+    (tmp_path / "moved").mkdir()
+    check_stack(tmp_path / "moved", moved)
+    assert sorted(os.listdir(tmp_path / "moved" / "unpacked" / "c")) == ["y"]
+    loop = [[{"type": "symlink", "name": "b", "target": "a/.."},
+             {"type": "symlink", "name": "b/a", "target": "a"}, {"name": "b/a", "data": ""}]]
+    (tmp_path / "loop").mkdir()
+    check_stack(tmp_path / "loop", loop)
+    assert unpack_all(tmp_path / "loop" / "again", [as_bytes(la) for la in loop]) == (
+        0, errors.UnsafeInputError)
+
+
 # -- hypothesis: random stacks over a small name space -------------------------------------------
 
 _NAMES = ["a", "b", "a/b", "a/c", "b/a", "a/b/c", "c"]

@@ -208,6 +208,8 @@ class _Applier:
         #: symlink where nothing was cannot change a cached resolution: every cached path went
         #: through directories that existed, and replacing one of them clears the cache.
         self._cache: dict[str, tuple[int, str]] = {}
+        #: set by _walk when a missing name was cancelled by ``..`` (see _resolve_dir)
+        self._through_missing = False
         #: fds dropped from the cache while an entry may still use them; closed after it
         self._doomed: list[int] = []
         #: canonical paths written by this layer's entries (umoci's upperPaths)
@@ -287,7 +289,8 @@ class _Applier:
     def _resolve_dir(self, parts: list[str], *, create: bool) -> tuple[int, str] | None:
         """Open the directory named by ``parts`` under root; None if missing and not create.
 
-        The returned fd belongs to the cache (or is ``root_fd``): do not close it.
+        The returned fd belongs to the cache (or is ``root_fd``; or is closed when the entry
+        ends): do not close it.
         """
         if not parts:
             return self.root_fd, ""
@@ -301,9 +304,15 @@ class _Applier:
             if prefix is not None:
                 start_fd, start_canon, start = prefix[0], prefix[1], i
                 break
+        self._through_missing = False
         found = self._walk(start_fd, start_canon, parts[start:], create=create)
         if found is None:
             return None
+        if self._through_missing:
+            # the result leaned on a name being absent (``missing/..``): an entry that makes
+            # that name later (a symlink, say) changes it, so it is resolved afresh each time
+            self._doomed.append(found[0])
+            return found
         self._cache[key] = found
         return found
 
@@ -331,6 +340,7 @@ class _Applier:
                 if comp == "..":
                     if virtual:
                         virtual.pop()
+                        self._through_missing = True
                     elif canon:
                         canon.pop()
                         nfd = self._open_strict(canon)
