@@ -8,7 +8,8 @@ An image is a chain: from a tagged layer (or an untagged *head*, a layer no othe
 as its parent) follow ``parent`` to the base. :mod:`layouttool.v1config` turns a chain into the
 config Docker 1.10's migration made of it; this module only reads the archive's structure and
 refuses what is hostile: an ID that is not 64 lowercase hex digits (it is a path in the
-archive), a ``parent`` that is missing from the archive, and a parent chain that loops.
+archive), a ``parent`` that is missing from the archive, and a parent chain that loops or is
+deeper than Docker ever built (:data:`V1_MAX_DEPTH`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,11 @@ V1_JSON: Final = "json"
 V1_LAYER: Final = "layer.tar"
 #: the layers' JSONs are all held at once (a real one is 1-2 KiB): their total is capped
 V1_JSON_TOTAL_CAP: Final = 64 << 20
+#: the deepest chain read: Docker 1.9 built none deeper (``graph.MaxImageDepth``) and Docker
+#: 1.10 loaded none deeper (its layer store's ``maxLayerDepth`` is 125). Every tag of a chain
+#: is an image of up to that many layers, so the cap also bounds what a few MB of folders,
+#: each tagged, can ask us to write (a manifest and a history per tag)
+V1_MAX_DEPTH: Final = 127
 _ID_RE: Final = re.compile(r"[a-f0-9]{64}")
 
 
@@ -51,8 +57,9 @@ class V1Layer:
 
     id: str
     raw: bytes
-    image: V1Image
     parent: str | None
+    #: its item of the image history (:meth:`V1Image.history`), made once for every chain
+    history: bytes
 
     @property
     def layer_path(self) -> str:
@@ -112,7 +119,7 @@ def read_v1_save(
         parent = image.strings["parent"] or None
         if parent is not None:
             check_id(parent, f"{what}: {name}: parent")
-        layers[layer_id] = V1Layer(layer_id, raw, image, parent)
+        layers[layer_id] = V1Layer(layer_id, raw, parent, image.history())
     if not layers:
         raise InvalidInputError(f"{what}: a pre-Docker-1.10 save with no <id>/json layer")
 
@@ -142,6 +149,11 @@ def _chain(layers: dict[str, V1Layer], top: str, what: str) -> tuple[V1Layer, ..
     while cur is not None:
         if cur in seen:
             raise UnsafeInputError(f"{what}: the parent chain of {top} loops back to {cur}")
+        if len(out) == V1_MAX_DEPTH:
+            raise SizeLimitError(
+                f"{what}: the parent chain of {top} is more than {V1_MAX_DEPTH} layers deep; "
+                "Docker never built or loaded such a chain"
+            )
         seen.add(cur)
         layer = layers.get(cur)
         if layer is None:

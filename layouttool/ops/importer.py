@@ -973,7 +973,7 @@ def _plan_v1(
         cfg = make_config(
             chain.top.raw,
             [slot.diff_id for slot in slots],
-            [layer.image.history() for layer in chain.layers],
+            [layer.history for layer in chain.layers],
             f"{what}: {chain.top.id}/json",
             platform_default=_V1_PLATFORM_DEFAULTS.get,
         )
