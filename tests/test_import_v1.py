@@ -317,6 +317,21 @@ def test_old_json_goes_through_the_struct(tmp_path: Path) -> None:
         assert ("OnBuild" in cfg["config"]) is not kept
 
 
+def test_digest_references_in_repositories_are_skipped_and_said(tmp_path: Path) -> None:
+    """Docker 1.6-1.9 kept a pull by digest in the same map as the tags, and `docker save
+    REPO` wrote it to ``repositories`` (``{"app": {"sha256:...": ID}}``): not a tag, and no
+    manifest of ours will have that digest; the save is imported all the same."""
+    layers, _ = two_images()
+    pulled = "sha256:" + "c" * 64
+    src = write(tmp_path, v1_save(layers, {"app": {"1": E1, pulled: E1}, "tool": {pulled: A2}}))
+    res = import_docker_save(src, tmp_path / "oci")
+    assert [(i.ref, i.action) for i in res.images] == [("app:1", "tagged"), (None, "added")]
+    assert res.images[1].layers[-1].diff_id == "sha256:" + hashlib.sha256(APP2).hexdigest()
+    said = [n for n in res.notes if pulled in n]
+    assert len(said) == 2 and "app@" + pulled in said[0] and "tool@" + pulled in said[1]
+    assert_verified(tmp_path / "oci")
+
+
 def test_missing_platform_is_filled_and_said(tmp_path: Path) -> None:
     doc = v1_json(B, None, ["sh"])
     del doc["architecture"], doc["os"]

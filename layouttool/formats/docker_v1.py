@@ -19,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from layouttool.digest import Digest
 from layouttool.errors import InvalidInputError, SizeLimitError, UnsafeInputError
 from layouttool.formats._tar import MemberIndex
 from layouttool.formats.docker_archive import REPOSITORIES, Tag, parse_repo_tag
@@ -80,27 +81,47 @@ class V1Chain:
         return self.layers[-1]
 
 
-def parse_repositories(raw: bytes, what: str) -> list[tuple[Tag, str]]:
-    """``repositories`` as ``(tag, top layer ID)`` pairs, in the file's order."""
+def parse_repositories(raw: bytes, what: str) -> tuple[list[tuple[Tag, str]], list[str]]:
+    """``repositories`` as ``(tag, top layer ID)`` pairs in the file's order, and the notes
+    about digest references skipped (Docker <= 1.9 kept pulls by digest beside the tags, and
+    ``docker save REPO`` wrote them: ``{"app": {"sha256:...": ID}}``; no manifest we write
+    has that digest)."""
     doc = parse_json(raw, f"{what}: repositories")
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{what}: repositories must be an object of repositories")
     out: list[tuple[Tag, str]] = []
+    notes: list[str] = []
     for name, tags in doc.items():
         if not isinstance(tags, dict):
             raise InvalidInputError(f"{what}: repositories[{name!r}] must map tags to IDs")
         for tag, layer_id in tags.items():
             w = f"{what}: repositories[{name!r}][{tag!r}]"
+            if _is_digest(tag):
+                notes.append(
+                    f"{what}: repositories lists {name}@{tag} -> {layer_id}, a pull by digest "
+                    "kept by Docker <= 1.9; skipped (the upgraded image has a manifest of "
+                    "another digest)"
+                )
+                continue
             out.append((parse_repo_tag(f"{name}:{tag}", w), check_id(layer_id, w)))
-    return out
+    return out, notes
+
+
+def _is_digest(value: str) -> bool:
+    try:
+        Digest.parse(value)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def read_v1_save(
     index: MemberIndex, read_small: Callable[[str, str], bytes], what: str
-) -> list[V1Chain]:
+) -> tuple[list[V1Chain], list[str]]:
     """Every image of a pre-1.10 save: the tagged ones in ``repositories`` order (an image
-    with several tags once), then each untagged head, by ID. ``read_small(path, what)`` gives
-    a small member's bytes. Nothing is read beyond ``repositories`` and the layers' JSONs."""
+    with several tags once), then each untagged head, by ID; and notes on what was skipped.
+    ``read_small(path, what)`` gives a small member's bytes. Nothing is read beyond
+    ``repositories`` and the layers' JSONs."""
     layers: dict[str, V1Layer] = {}
     total = 0
     for name in sorted(index.members):
@@ -124,8 +145,10 @@ def read_v1_save(
         raise InvalidInputError(f"{what}: a pre-Docker-1.10 save with no <id>/json layer")
 
     tagged: dict[str, list[Tag]] = {}
+    notes: list[str] = []
     if REPOSITORIES in index:
-        for tag, top in parse_repositories(read_small(REPOSITORIES, what), what):
+        pairs, notes = parse_repositories(read_small(REPOSITORIES, what), what)
+        for tag, top in pairs:
             if top not in layers:
                 raise InvalidInputError(
                     f"{what}: repositories names {tag.ref} -> {top}, which is not in the "
@@ -135,10 +158,10 @@ def read_v1_save(
                 tagged[top].append(tag)
     parents = {layer.parent for layer in layers.values()}
     heads = [i for i in sorted(layers) if i not in parents and i not in tagged]
-    return [
-        V1Chain(_chain(layers, top, what), tuple(tagged.get(top, ())))
-        for top in [*tagged, *heads]
+    chains = [
+        V1Chain(_chain(layers, top, what), tuple(tagged.get(top, ()))) for top in [*tagged, *heads]
     ]
+    return chains, notes
 
 
 def _chain(layers: dict[str, V1Layer], top: str, what: str) -> tuple[V1Layer, ...]:

@@ -938,7 +938,7 @@ def _plan_v1(
     def read(path: str, w: str) -> bytes:
         return archive.read_small(index.resolve(path, w), w)
 
-    chains = read_v1_save(index, read, what)
+    chains, notes = read_v1_save(index, read, what)
     # an --image value matches a tag, or (12+ hex digits) the top layer's V1 ID that
     # `docker images` showed before 1.10
     entries = [
@@ -957,7 +957,6 @@ def _plan_v1(
                 members[lpath] = index.resolve(lpath, f"{what}: layer {lpath!r}").name
     archive.spool_members(layout, list(members.values()), opts)
 
-    notes: list[str] = []
     for img, tags in selected:
         chain = chains[img.position]
         w = f"{what}: image {', '.join(t.ref for t in tags) or chain.top.id[:12]}"
