@@ -27,6 +27,7 @@ from layouttool.formats import docker_v1
 from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.unpack import unpack_image
 from layouttool.ops.verify import verify_layout
+from layouttool.reader import NULL_FIELD
 from layouttool.store import Layout
 from layouttool.v1config import V1Image, make_config
 
@@ -97,13 +98,13 @@ def import_from(src: Path, out: Path, *, stream: bool, **kw: Any) -> ImportResul
         return import_docker_save(f, out, **kw)
 
 
-def assert_verified(layout: Path) -> None:
-    """verify finds no problem but the quirks Go writers leave (``"Env": null``, Go's nil
-    slice; a manifest with ``"layers": []``), and no temp file is left. XXX(#16): those become
-    warnings with the reader's findings; then this is test_import.assert_verified."""
-    res = verify_layout(layout)
-    quirks = ("got null", "layers: must have at least 1 item(s), got 0")
-    assert res.ok or all(p.message.endswith(quirks) for p in res.problems), res.problems
+def assert_verified(layout: Path, warnings: frozenset[str] = frozenset({NULL_FIELD})) -> None:
+    """``verify --strict --deep`` finds no problem, and no warning but ``warnings``: what the
+    input's own config bytes hold (Go's ``"Env": null``, kept byte for byte so the image ID
+    stays Docker's); and no temp file is left."""
+    res = verify_layout(layout, strict=True, deep=True)
+    assert res.problems == (), res.problems
+    assert {w.code for w in res.warnings} <= warnings, res.warnings
     assert Layout.open(layout).tmp_files() == []
 
 
