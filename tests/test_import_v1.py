@@ -10,6 +10,7 @@ skopeo and podman reading what we wrote.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -362,18 +363,23 @@ def _hostile(case: str) -> bytes:
         layers[1][0]["container_config"] = {"Cmd": [1, 2]}
     elif case == "bad-tag":
         repos["App"] = {"x": B}
+    elif case == "no-layer-tar":
+        kept = _members(v1_save(layers, repos))
+        return tar_of([m for m in kept if m["name"] != f"{A1}/layer.tar"])
     if case == "folder-not-hex":
         return tar_of([{"name": "layer1/json", "data": b"{}"},
                        {"name": "layer1/layer.tar", "data": BASE}])
     if case == "layer-escapes":
-        data = v1_save(layers, repos)
         members = [{"name": f"{B}/layer.tar", "symlink": "../../../etc/passwd"}]
-        with tarfile.open(fileobj=__import__("io").BytesIO(data)) as t:
-            for m in t.getmembers():
-                if m.name != f"{B}/layer.tar":
-                    members.append({"name": m.name, "data": t.extractfile(m).read()})  # type: ignore[union-attr]
+        members += [m for m in _members(v1_save(layers, repos)) if m["name"] != f"{B}/layer.tar"]
         return tar_of(members)
     return v1_save(layers, repos)
+
+
+def _members(data: bytes) -> list[dict[str, Any]]:
+    """The ``{"name", "data"}`` files of a tar, for :func:`tar_of`."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return [{"name": m.name, "data": t.extractfile(m).read()} for m in t.getmembers()]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -389,6 +395,7 @@ def _hostile(case: str) -> bytes:
         ("layer-escapes", 6, "outside the archive"),
         ("bad-json", 4, "Cmd must be an array of strings"),
         ("bad-tag", 4, "not a valid NAME:TAG"),
+        ("no-layer-tar", 3, f"image app:1, app:latest: layer 1: '{A1}/layer.tar' is not in"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])

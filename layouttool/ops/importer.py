@@ -949,17 +949,21 @@ def _plan_v1(
         for i, c in enumerate(chains)
     ]
     selected = _select_images(entries, wanted, what)
+
+    def label(img: ArchiveImage, tags: tuple[Tag, ...]) -> str:
+        return f"{what}: image {', '.join(t.ref for t in tags) or chains[img.position].top.id}"
+
     # every path is resolved (hostile links refused) before the first layer is read
     members: dict[str, str] = {}
-    for img, _tags in selected:
-        for lpath in img.layer_paths:
+    for img, tags in selected:
+        for i, lpath in enumerate(img.layer_paths):
             if lpath not in members:
-                members[lpath] = index.resolve(lpath, f"{what}: layer {lpath!r}").name
+                members[lpath] = index.resolve(lpath, f"{label(img, tags)}: layer {i}").name
     archive.spool_members(layout, list(members.values()), opts)
 
     for img, tags in selected:
         chain = chains[img.position]
-        w = f"{what}: image {', '.join(t.ref for t in tags) or chain.top.id[:12]}"
+        w = label(img, tags)
         slots: list[_LayerSlot] = []
         for layer in chain.layers:
             name = members[layer.layer_path]
