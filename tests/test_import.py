@@ -627,6 +627,22 @@ def test_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("compression", "says"),
+    [("gzip", "need --compression estargz"), ("zstd:chunked", "are eStargz options")],
+)
+def test_estargz_options_need_estargz(tmp_path: Path, compression: str, says: str) -> None:
+    """from-docker-save and convert refuse --chunk-size and --estargz-prioritize alike for
+    any other --compression, before writing anything."""
+    src = write(tmp_path, docker_save([{"tags": ["a:1"], "layers": [L1]}]))
+    import_docker_save(src, tmp_path / "in")
+    for flag in (("--chunk-size", "4096"), ("--estargz-prioritize", "bin/sh")):
+        for argv in (("from-docker-save", src), ("convert", f"{tmp_path / 'in'}:a:1")):
+            r = run_cli(*argv, "-o", tmp_path / "o", "--compression", compression, *flag)
+            assert r.code == 4 and says in r.stderr, r.stderr
+            assert not (tmp_path / "o").exists()
+
+
 def test_sample_is_deterministic_and_imports(tmp_path: Path) -> None:
     import importlib.util
 

@@ -70,7 +70,7 @@ from layouttool.formats.docker_archive import (
 from layouttool.formats.docker_v1 import read_v1_save
 from layouttool.formats.oci_archive import OciPlan, blob_member, plan_oci_archive
 from layouttool.layers import PendingLayer, spool_layer
-from layouttool.lazy import DEFAULT_CHUNK_SIZE, LazyFormat, LazyOptions, parse_target
+from layouttool.lazy import LazyFormat, LazyOptions, parse_target
 from layouttool.model import (
     JSON_CAP,
     Descriptor,
@@ -704,13 +704,7 @@ def import_docker_save(
         from layouttool.codec import new_encoder
 
         new_encoder(target, level)  # refuses an out-of-range level up front
-    if lazy is None and (chunk_size is not None or prioritize):
-        raise InvalidInputError("--chunk-size and --estargz-prioritize need --compression estargz")
-    if lazy is LazyFormat.ZSTD_CHUNKED and (chunk_size is not None or prioritize):
-        raise InvalidInputError(
-            "--chunk-size and --estargz-prioritize are eStargz options; zstd:chunked cuts "
-            "files where their content says, as containers/storage does"
-        )
+    lazy_options = LazyOptions.from_flags(lazy, level, chunk_size, prioritize)
     if max_size is not None and max_size < 0:
         raise InvalidInputError(f"--max-size must not be negative, got {max_size}")
     opts = _Options(
@@ -721,11 +715,7 @@ def import_docker_save(
         max_size=max_size,
         progress=progress or NULL_PROGRESS,
         lazy=lazy,
-        lazy_options=LazyOptions(
-            level=level,
-            chunk_size=chunk_size if chunk_size is not None else DEFAULT_CHUNK_SIZE,
-            prioritize=tuple(prioritize),
-        ),
+        lazy_options=lazy_options,
     )
     counter = _Counter()
     name, path, stream, closer = _open_source(source, counter)
