@@ -16,6 +16,8 @@ exception                   exit  raised when
 :class:`UnsupportedError`   4     well formed, but not something we can do (schema 1 unpack)
 :class:`SizeLimitError`     4     ``max_size`` or a JSON size cap exceeded
 :class:`IntegrityError`     5     digest, size or diff_id mismatch
+:class:`SizeMismatchError`  5     (an IntegrityError) a blob's size is not its descriptor's
+:class:`DigestMismatchError` 5    (an IntegrityError) a blob does not hash to its digest
 :class:`UnsafeInputError`   6     a path escape or link cycle was refused
 :class:`ConflictError`      7     a layout is locked, or a destination would be clobbered
 :class:`IOFailure`          74    the OS refused a read or write (ENOSPC, EACCES)
@@ -52,6 +54,7 @@ from layouttool._version import __version__
 from layouttool.errors import (
     ConflictError,
     CorruptStreamError,
+    DigestMismatchError,
     IntegrityError,
     Interrupted,
     InvalidInputError,
@@ -59,12 +62,14 @@ from layouttool.errors import (
     LayoutToolError,
     NotFoundError,
     SizeLimitError,
+    SizeMismatchError,
     UnsafeInputError,
     UnsupportedError,
 )
 
 if TYPE_CHECKING:
     from layouttool.digest import Digest
+    from layouttool.graph import find_referrers
     from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform
     from layouttool.mutate import ConfigEdit
     from layouttool.ops.append import AppendResult, append_layers
@@ -96,6 +101,7 @@ if TYPE_CHECKING:
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
     from layouttool.progress import Progress, Task
+    from layouttool.reader import Finding, Kind
     from layouttool.store import Layout
 
 #: public name -> module that defines it (imported on first access, PEP 562)
@@ -122,6 +128,9 @@ _LAZY: dict[str, str] = {
     "tag_image": "layouttool.ops.layout",
     "untag_image": "layouttool.ops.layout",
     "Problem": "layouttool.ops.verify",
+    "Finding": "layouttool.reader",
+    "Kind": "layouttool.reader",
+    "find_referrers": "layouttool.graph",
     "VerifyResult": "layouttool.ops.verify",
     "verify_layout": "layouttool.ops.verify",
     "ImportResult": "layouttool.ops.importer",
@@ -166,7 +175,9 @@ __all__ = [
     "CorruptStreamError",
     "Descriptor",
     "Digest",
+    "DigestMismatchError",
     "ExportResult",
+    "Finding",
     "FlattenResult",
     "GcResult",
     "IOFailure",
@@ -180,6 +191,7 @@ __all__ = [
     "IntegrityError",
     "Interrupted",
     "InvalidInputError",
+    "Kind",
     "LayersDiffResult",
     "Layout",
     "LayoutToolError",
@@ -195,6 +207,7 @@ __all__ = [
     "ResolvedImage",
     "RootfsExportResult",
     "SizeLimitError",
+    "SizeMismatchError",
     "TagResult",
     "Task",
     "UnpackResult",
@@ -210,6 +223,7 @@ __all__ = [
     "diff_layers",
     "export_docker_save",
     "export_rootfs",
+    "find_referrers",
     "flatten_image",
     "gc_layout",
     "import_docker_save",

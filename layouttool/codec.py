@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import bz2
 import collections
-import enum
 import lzma
 import os
 import struct
@@ -32,6 +31,7 @@ from isal import igzip, isal_zlib
 
 from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
 from layouttool.errors import CorruptStreamError, LayoutToolError, SizeLimitError
+from layouttool.mediatypes import Compression  # re-exported: its home is beside the media types
 
 #: chunk size for every copy loop
 CHUNK: Final = 1 << 20
@@ -59,27 +59,6 @@ GZIP_BLOCK_SIZE: Final = 1 << 20
 _DEFLATE_WINDOW: Final = 1 << 15
 #: the gzip header we write: no name, mtime 0, no extra flags, OS 255 ("unknown", as ISA-L)
 _GZIP_HEADER: Final = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-
-
-class Compression(enum.Enum):
-    """A compression format. Layers use NONE, GZIP and ZSTD; whole archives may also be XZ/BZIP2."""
-
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    XZ = "xz"
-    BZIP2 = "bzip2"
-
-    @classmethod
-    def parse(cls, value: str) -> Compression:
-        """``"gzip"`` -> GZIP; also accepts ``"uncompressed"`` for NONE."""
-        v = value.lower()
-        if v in ("uncompressed", "tar"):
-            v = "none"
-        try:
-            return cls(v)
-        except ValueError:
-            raise CorruptStreamError(f"unknown compression {value!r}") from None
 
 
 class Reader(Protocol):

@@ -69,6 +69,18 @@ class IntegrityError(LayoutToolError):
     kind = "integrity"
 
 
+class SizeMismatchError(IntegrityError):
+    """A blob's size is not the size its descriptor declares."""
+
+    kind = "size-mismatch"
+
+
+class DigestMismatchError(IntegrityError):
+    """A blob's content does not hash to its digest."""
+
+    kind = "digest-mismatch"
+
+
 class UnsafeInputError(LayoutToolError):
     """Input was refused because acting on it could escape a target or loop forever."""
 

@@ -149,6 +149,56 @@ def _tee(src: Reader, w: Writer | None, task: Task | None) -> TeeReader:
     return TeeReader(src, w.write if w is not None else None, task.advance if task else None)
 
 
+def _sniffed(
+    src: Reader, declared: Compression | None, what: str, *, uncompressed: bool = False
+) -> tuple[PeekReader, Compression]:
+    """``src`` behind a peek, and its compression by magic bytes (which must be a layer's and
+    agree with what the media type ``declared``)."""
+    peek = PeekReader(src)
+    # a tar the caller made (``uncompressed``) is not sniffed: its first member's name is its
+    # first bytes, and a name that starts with 1f 8b would pass for gzip
+    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
+    if found not in LAYER_COMPRESSIONS:
+        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
+    if declared is not None and declared is not found:
+        raise InvalidInputError(
+            f"{what}: media type says {declared.value} but the content is {found.value}"
+        )
+    return peek, found
+
+
+def _checked(diff_id: Digest, expected: Digest | None, what: str) -> Digest:
+    if expected is not None and diff_id != expected:
+        raise IntegrityError(
+            f"{what}: uncompressed content hashes to {diff_id}, but the config's "
+            f"diff_id is {expected}"
+        )
+    return diff_id
+
+
+def diff_layer(
+    src: Reader,
+    *,
+    declared: Compression | None = None,
+    expected_diff_id: Digest | None = None,
+    what: str = "layer",
+    task: Task | None = None,
+) -> Digest:
+    """The diff_id of the layer read from ``src``, stored nowhere (``verify --deep``): one pass
+    of read -> decompress -> hash, the raw source drained to its end (so a VerifiedReader
+    checks its digest). A mismatch with ``expected_diff_id`` raises IntegrityError; a stream
+    that does not decompress as ``declared``, InvalidInputError."""
+    peek, found = _sniffed(src, declared, what)
+    dec = open_decompress(_tee(peek, None, task), found, what=what)
+    hashed = HashingReader(dec)
+    hashed.drain()
+    dec.close()
+    rest = _tee(peek, None, task)
+    while rest.read(CHUNK):
+        pass
+    return _checked(hashed.digest(), expected_diff_id, what)
+
+
 def spool_layer(
     layout: Layout,
     src: Reader,
@@ -171,16 +221,7 @@ def spool_layer(
             layout, src, lazy, lazy_options, expected_diff_id=expected_diff_id,
             declared=declared, max_size=max_size, what=what, task=task,
         )
-    peek = PeekReader(src)
-    # a tar the caller made is not sniffed: its first member's name is its first bytes, and a
-    # name that starts with 1f 8b would pass for gzip
-    found = Compression.NONE if uncompressed else sniff(peek.peek(8))
-    if found not in LAYER_COMPRESSIONS:
-        raise InvalidInputError(f"{what}: {found.value}-compressed layers are not supported")
-    if declared is not None and declared is not found:
-        raise InvalidInputError(
-            f"{what}: media type says {declared.value} but the content is {found.value}"
-        )
+    peek, found = _sniffed(src, declared, what, uncompressed=uncompressed)
     out = found if target is None else target
     w = layout.writer()
     try:
@@ -217,12 +258,7 @@ def spool_layer(
         rest = _tee(peek, w if out is found else None, task)
         while rest.read(CHUNK):
             pass
-        diff_id = hashed.digest()
-        if expected_diff_id is not None and diff_id != expected_diff_id:
-            raise IntegrityError(
-                f"{what}: uncompressed content hashes to {diff_id}, but the config's "
-                f"diff_id is {expected_diff_id}"
-            )
+        diff_id = _checked(hashed.digest(), expected_diff_id, what)
         # closed now, committed later: a pending layer keeps no file descriptor open
         w.seal()
     except BaseException:

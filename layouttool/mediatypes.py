@@ -5,13 +5,37 @@ No other module spells a media type: a test greps the package for stray literals
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
-if TYPE_CHECKING:
-    # not at run time: importing codec loads isal, bz2, lzma and concurrent.futures (~15 ms),
-    # which `ls`, `inspect` and `gc` never use; the values below are Compression's values
-    from layouttool.codec import Compression
+from layouttool.errors import CorruptStreamError, UnsupportedError
+
+
+class Compression(enum.Enum):
+    """A compression format. Layers use NONE, GZIP and ZSTD; whole archives may also be XZ/BZIP2.
+
+    It lives here, beside the media types that name it, so that reading a media type never
+    loads the codecs (``layouttool.codec`` re-exports it).
+    """
+
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    XZ = "xz"
+    BZIP2 = "bzip2"
+
+    @classmethod
+    def parse(cls, value: str) -> Compression:
+        """``"gzip"`` -> GZIP; also accepts ``"uncompressed"`` for NONE."""
+        v = value.lower()
+        if v in ("uncompressed", "tar"):
+            v = "none"
+        try:
+            return cls(v)
+        except ValueError:
+            raise CorruptStreamError(f"unknown compression {value!r}") from None
+
 
 # --- OCI (image-spec media-types.md) ---------------------------------------------------------
 MT_OCI_LAYOUT_HEADER: Final = "application/vnd.oci.layout.header.v1+json"
@@ -20,6 +44,9 @@ MT_OCI_INDEX: Final = "application/vnd.oci.image.index.v1+json"
 MT_OCI_MANIFEST: Final = "application/vnd.oci.image.manifest.v1+json"
 MT_OCI_CONFIG: Final = "application/vnd.oci.image.config.v1+json"
 MT_OCI_EMPTY: Final = "application/vnd.oci.empty.v1+json"
+#: the OCI artifact manifest of image-spec v1.1's release candidates (dropped from v1.1.0; oras
+#: 1.0 wrote it with --image-spec v1.1-rc): ``blobs`` instead of config and layers
+MT_OCI_ARTIFACT_MANIFEST: Final = "application/vnd.oci.artifact.manifest.v1+json"
 MT_OCI_LAYER: Final = "application/vnd.oci.image.layer.v1.tar"
 MT_OCI_LAYER_GZIP: Final = "application/vnd.oci.image.layer.v1.tar+gzip"
 MT_OCI_LAYER_ZSTD: Final = "application/vnd.oci.image.layer.v1.tar+zstd"
@@ -90,20 +117,23 @@ INDEX_TYPES: Final = frozenset({MT_OCI_INDEX, MT_DOCKER_LIST})
 MANIFEST_TYPES: Final = frozenset({MT_OCI_MANIFEST, MT_DOCKER_MANIFEST})
 SCHEMA1_TYPES: Final = frozenset({MT_DOCKER_SCHEMA1, MT_DOCKER_SCHEMA1_SIGNED})
 CONFIG_TYPES: Final = frozenset({MT_OCI_CONFIG, MT_DOCKER_CONFIG})
+_DOCUMENT_TYPES: Final = INDEX_TYPES | MANIFEST_TYPES | SCHEMA1_TYPES | {MT_OCI_ARTIFACT_MANIFEST}
 
-#: layer media type -> the value of its :class:`~layouttool.codec.Compression`
-_LAYER_COMPRESSION: Final[dict[str, str]] = {
-    MT_OCI_LAYER: "none",
-    MT_OCI_LAYER_GZIP: "gzip",
-    MT_OCI_LAYER_ZSTD: "zstd",
-    MT_OCI_LAYER_ND: "none",
-    MT_OCI_LAYER_ND_GZIP: "gzip",
-    MT_OCI_LAYER_ND_ZSTD: "zstd",
-    MT_DOCKER_LAYER: "none",
-    MT_DOCKER_LAYER_GZIP: "gzip",
-    MT_DOCKER_LAYER_ZSTD: "zstd",
-    MT_DOCKER_LAYER_FOREIGN: "gzip",
+#: layer media type -> the compression it declares
+_LAYER_COMPRESSION: Final[dict[str, Compression]] = {
+    MT_OCI_LAYER: Compression.NONE,
+    MT_OCI_LAYER_GZIP: Compression.GZIP,
+    MT_OCI_LAYER_ZSTD: Compression.ZSTD,
+    MT_OCI_LAYER_ND: Compression.NONE,
+    MT_OCI_LAYER_ND_GZIP: Compression.GZIP,
+    MT_OCI_LAYER_ND_ZSTD: Compression.ZSTD,
+    MT_DOCKER_LAYER: Compression.NONE,
+    MT_DOCKER_LAYER_GZIP: Compression.GZIP,
+    MT_DOCKER_LAYER_ZSTD: Compression.ZSTD,
+    MT_DOCKER_LAYER_FOREIGN: Compression.GZIP,
 }
+#: every tar layer media type we can decompress
+LAYER_TYPES: Final = frozenset(_LAYER_COMPRESSION)
 NONDISTRIBUTABLE_TYPES: Final = frozenset(
     {MT_OCI_LAYER_ND, MT_OCI_LAYER_ND_GZIP, MT_OCI_LAYER_ND_ZSTD, MT_DOCKER_LAYER_FOREIGN}
 )
@@ -135,6 +165,17 @@ def is_schema1(mt: str | None) -> bool:
     return mt in SCHEMA1_TYPES
 
 
+def is_artifact_manifest(mt: str | None) -> bool:
+    """The OCI artifact manifest of image-spec v1.1's release candidates."""
+    return mt == MT_OCI_ARTIFACT_MANIFEST
+
+
+def is_document(mt: str | None) -> bool:
+    """A media type whose content is a document that references blobs (index, manifest, schema
+    1 manifest, artifact manifest)."""
+    return mt in _DOCUMENT_TYPES
+
+
 def is_image_config(mt: str | None) -> bool:
     """An image configuration (OCI or Docker)."""
     return mt in CONFIG_TYPES
@@ -157,12 +198,7 @@ def is_docker(mt: str | None) -> bool:
 
 def layer_compression(mt: str) -> Compression | None:
     """The compression a layer media type declares, or None if ``mt`` is not a known layer."""
-    value = _LAYER_COMPRESSION.get(mt)
-    if value is None:
-        return None
-    from layouttool.codec import Compression
-
-    return Compression(value)
+    return _LAYER_COMPRESSION.get(mt)
 
 
 def layer_media_type(
@@ -173,9 +209,6 @@ def layer_media_type(
     Docker has no zstd media type that the reference tools accept; asking for one raises
     :class:`~layouttool.errors.UnsupportedError`.
     """
-    from layouttool.codec import Compression
-    from layouttool.errors import UnsupportedError
-
     if docker:
         if compression is Compression.ZSTD:
             raise UnsupportedError(

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
@@ -243,15 +243,6 @@ def _descriptor_list(doc: Mapping[str, Any], key: str, what: str) -> tuple[Descr
     return tuple(Descriptor.from_json(d, f"{what} {key}[{i}]") for i, d in enumerate(v))
 
 
-def _check_doc_media_type(doc: Mapping[str, Any], expected: str | None, what: str) -> str | None:
-    declared = _str(doc, "mediaType", what, required=False)
-    if expected is not None and declared is not None and declared != expected:
-        raise InvalidInputError(
-            f"{what}: document says mediaType {declared!r} but its descriptor says {expected!r}"
-        )
-    return declared if declared is not None else expected
-
-
 @dataclass(frozen=True, slots=True)
 class Manifest:
     """An OCI image manifest or a Docker v2 schema 2 manifest."""
@@ -277,8 +268,25 @@ class Manifest:
 
     @property
     def is_image(self) -> bool:
-        """True when the config is an image config (not an artifact)."""
-        return mt.is_image_config(self.config.media_type)
+        """True for a container image; False for an artifact.
+
+        An artifact is a manifest with an ``artifactType``, or whose config is not an image
+        config, or whose layers are not all tar layers, whatever its config media type says
+        (image-spec v1.1 "Guidelines for Artifact Usage"; old-style artifacts type an empty
+        ``{}`` config as an image config and carry non-layer blobs as layers).
+        """
+        if self.artifact_type is not None or self.config.media_type not in mt.CONFIG_TYPES:
+            return False
+        # (a set, not all() over a generator: gc classifies thousands of manifests)
+        return {d.media_type for d in self.layers} <= mt.LAYER_TYPES
+
+    @property
+    def effective_artifact_type(self) -> str | None:
+        """What kind of artifact this is: ``artifactType``, else the config's media type (the
+        referrers API's rule); None for an image."""
+        if self.is_image:
+            return None
+        return self.artifact_type or self.config.media_type
 
 
 @dataclass(frozen=True, slots=True)
@@ -289,6 +297,25 @@ class Index:
     doc: Mapping[str, Any]
     media_type: str
     manifests: tuple[Descriptor, ...]
+    subject: Descriptor | None
+    annotations: Mapping[str, str]
+
+    @property
+    def digest(self) -> Digest:
+        """sha256 of the raw bytes."""
+        return Digest.of_bytes(self.raw)
+
+
+class ArtifactManifest(NamedTuple):
+    """An OCI artifact manifest of image-spec v1.1's release candidates: ``blobs`` and an
+    ``artifactType``, no config (oras 1.0 wrote these; v1.1.0 dropped the type). A NamedTuple:
+    rarely met, and a frozen dataclass costs every command ~1 ms of start-up."""
+
+    raw: bytes
+    doc: Mapping[str, Any]
+    media_type: str
+    artifact_type: str | None
+    blobs: tuple[Descriptor, ...]
     subject: Descriptor | None
     annotations: Mapping[str, str]
 
@@ -322,23 +349,34 @@ class ImageConfig:
         return Platform(self.os, self.architecture, self.variant)
 
 
+#: "not parsed yet" (a parsed document may be any JSON value, ``None`` included)
+_UNPARSED: Final[Any] = object()
+
+
 def _document(
     raw: bytes,
     what: str,
     media_type: str | None,
     *,
+    parsed: Any,
     kind: str,
     forbidden: tuple[str, ...],
     default: str,
     accept: Callable[[str | None], bool],
 ) -> tuple[Mapping[str, Any], str, Descriptor | None]:
-    """The checks manifests and indexes share: JSON object, media type agreeing with the
-    descriptor, no fields of the other kind (CVE-2021-41190: a document must not be readable as
-    both), schemaVersion 2. Returns the document, its media type and its subject."""
-    doc = _obj(parse_json(raw, what), what)
-    declared = _check_doc_media_type(doc, media_type, what)
+    """The checks manifests and indexes share: JSON object, no fields of the other kind
+    (CVE-2021-41190: a document must not be readable as both), schemaVersion 2, a media type of
+    this kind. Returns the document, its media type and its subject.
+
+    The media type is the document's own ``mediaType``; without one, the descriptor's
+    (``media_type``) when it names this kind of document, else ``default``. A descriptor that
+    disagrees with the document is not an error here: the reader (:mod:`layouttool.reader`)
+    reports it as a warning, since the document says what it is.
+    """
+    doc = _obj(parse_json(raw, what) if parsed is _UNPARSED else parsed, what)
+    declared = _str(doc, "mediaType", what, required=False)
     if declared is None:  # an empty string is a (wrong) media type, not a missing one
-        declared = default
+        declared = media_type if media_type is not None and accept(media_type) else default
     if any(k in doc for k in forbidden):
         fields = (
             f"a {forbidden[0]!r} field"
@@ -356,10 +394,14 @@ def _document(
     return doc, declared, subj
 
 
-def parse_manifest(raw: bytes, what: str = "manifest", media_type: str | None = None) -> Manifest:
-    """Parse an image manifest; ``media_type`` is what the referring descriptor says."""
+def parse_manifest(
+    raw: bytes, what: str = "manifest", media_type: str | None = None, *, parsed: Any = _UNPARSED
+) -> Manifest:
+    """Parse an image manifest; ``media_type`` is what the referring descriptor says (used
+    only when the document has no ``mediaType`` of its own). ``parsed`` is ``raw`` already
+    parsed as JSON (the reader has it), so it is not parsed twice."""
     doc, declared, subject = _document(
-        raw, what, media_type, kind="an image manifest", forbidden=("manifests",),
+        raw, what, media_type, parsed=parsed, kind="an image manifest", forbidden=("manifests",),
         default=mt.MT_OCI_MANIFEST, accept=mt.is_manifest,
     )
     return Manifest(
@@ -374,13 +416,16 @@ def parse_manifest(raw: bytes, what: str = "manifest", media_type: str | None = 
     )
 
 
-def parse_index(raw: bytes, what: str = "index", media_type: str | None = None) -> Index:
-    """Parse an image index / manifest list (or index.json).
+def parse_index(
+    raw: bytes, what: str = "index", media_type: str | None = None, *, parsed: Any = _UNPARSED
+) -> Index:
+    """Parse an image index / manifest list (or index.json); ``parsed`` as for
+    :func:`parse_manifest`.
 
     ``"manifests": null`` (Docker 25's known bug, moby#47210) reads as an empty list.
     """
     doc, declared, subject = _document(
-        raw, what, media_type, kind="an index", forbidden=("config", "layers"),
+        raw, what, media_type, parsed=parsed, kind="an index", forbidden=("config", "layers"),
         default=mt.MT_OCI_INDEX, accept=mt.is_index,
     )
     return Index(
@@ -389,6 +434,27 @@ def parse_index(raw: bytes, what: str = "index", media_type: str | None = None) 
         media_type=declared,
         manifests=_descriptor_list(doc, "manifests", what),
         subject=subject,
+        annotations=_annotations(doc, what),
+    )
+
+
+def parse_artifact_manifest(
+    raw: bytes, what: str = "artifact manifest", *, parsed: Any = _UNPARSED
+) -> ArtifactManifest:
+    """Parse an OCI artifact manifest (``application/vnd.oci.artifact.manifest.v1+json``);
+    ``parsed`` as for :func:`parse_manifest`."""
+    doc = _obj(parse_json(raw, what) if parsed is _UNPARSED else parsed, what)
+    for key in ("manifests", "config", "layers"):
+        if key in doc:
+            raise InvalidInputError(f"{what}: an artifact manifest must not have a {key!r} field")
+    subject = doc.get("subject")
+    return ArtifactManifest(
+        raw=raw,
+        doc=doc,
+        media_type=mt.MT_OCI_ARTIFACT_MANIFEST,
+        artifact_type=_str(doc, "artifactType", what, required=False),
+        blobs=_descriptor_list(doc, "blobs", what),
+        subject=Descriptor.from_json(subject, f"{what} subject") if subject is not None else None,
         annotations=_annotations(doc, what),
     )
 

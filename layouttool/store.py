@@ -36,10 +36,12 @@ from layouttool import mediatypes as mt
 from layouttool.digest import CANONICAL, Digest, Hasher, new_hasher
 from layouttool.errors import (
     ConflictError,
+    DigestMismatchError,
     IntegrityError,
     InvalidInputError,
     LayoutToolError,
     NotFoundError,
+    SizeMismatchError,
     UnsafeInputError,
     from_oserror,
 )
@@ -307,7 +309,7 @@ class BlobWriter:
         digest = Digest.from_hasher(self._alg, self._hasher)
         if self._expected is not None and digest != self._expected:
             self.abort()
-            raise IntegrityError(
+            raise DigestMismatchError(
                 f"content digest {digest} does not match expected {self._expected}"
             )
         final = self._layout.blob_path(digest)
@@ -404,7 +406,7 @@ class VerifiedReader:
             raise UnsafeInputError(f"blob {digest} is not a regular file ({path})")
         if size is not None and st.st_size != size:
             os.close(fd)
-            raise IntegrityError(
+            raise SizeMismatchError(
                 f"blob {digest}: size {st.st_size} on disk does not match descriptor size {size}"
             )
         self.size = st.st_size
@@ -432,7 +434,7 @@ class VerifiedReader:
             self._hasher.update(data)
             self._count += len(data)
             if self._count > self.size:
-                raise IntegrityError(f"blob {self.digest} grew while being read")
+                raise SizeMismatchError(f"blob {self.digest} grew while being read")
         else:
             self._verify()
         return data or b""
@@ -448,10 +450,14 @@ class VerifiedReader:
             return
         self._verified = True
         if self._count != self.size:
-            raise IntegrityError(f"blob {self.digest}: read {self._count} of {self.size} bytes")
+            raise SizeMismatchError(
+                f"blob {self.digest}: read {self._count} of {self.size} bytes"
+            )
         got = Digest.from_hasher(self.digest.algorithm, self._hasher)
         if got != self.digest:
-            raise IntegrityError(f"blob {self.digest} is corrupt: its content hashes to {got}")
+            raise DigestMismatchError(
+                f"blob {self.digest} is corrupt: its content hashes to {got}"
+            )
 
     def finish(self) -> None:
         """Read what is left and verify the digest."""
@@ -838,7 +844,7 @@ class Layout:
             try:
                 return w.commit()
             except IntegrityError as exc:
-                raise IntegrityError(
+                raise DigestMismatchError(
                     f"blob {digest} in {src.root} is corrupt ({exc}); nothing was copied"
                 ) from exc
 

@@ -253,10 +253,11 @@ LAYOUT_CASES: dict[str, Case] = {
         r, digest="md5:" + "a" * 32)),
     "index-huge": _c("index", {4}, lambda r: (r / "index.json").write_bytes(
         _huge_json(JSON_CAP + 10))),
-    "index-mt-says-index": _c("manifest", {4}, lambda r: _set_entry(
+    # a descriptor whose media type disagrees with its document is a quirk, not a break: the
+    # document says what it is (test_a_disagreeing_descriptor_is_read_with_a_warning)
+    "index-mt-says-index": _c("quirk", {0}, lambda r: _set_entry(
         r, mediaType=mt.MT_OCI_INDEX)),
-    # an unknown type may be an artifact: only commands that need an image must refuse it
-    "index-mt-unknown": _c("image", {4}, lambda r: _set_entry(
+    "index-mt-unknown": _c("quirk", {0}, lambda r: _set_entry(
         r, mediaType="application/vnd.example.unknown+json")),
     "manifest-missing": _c("manifest", {3, 5}, lambda r: _blob(r, _entry(r)["digest"]).unlink()),
     "manifest-bytes-mismatch": _c("manifest", {5}, lambda r: _flip(_blob(r,
@@ -320,6 +321,7 @@ MUST = {
               "import"},
     "manifest": {"inspect", "verify", "unpack", "convert", "export", "gc"},
     "image": {"inspect", "unpack", "export"},
+    "quirk": {"ls", "inspect", "verify", "tag", "untag", "unpack", "convert", "export", "gc"},
     "config": {"inspect", "verify", "unpack", "convert", "export"},
     "layer": {"verify", "unpack"},
     # a layer blob that matches its digest but is not a valid stream: verify does not
@@ -382,6 +384,22 @@ def test_broken_layout(base, tmp_path, command, case, request):
         # nothing outside the layout either (no partial export, no stray files)
         after = {k: v for k, v in snapshot(tmp_path).items() if not k.startswith("rootfs")}
         assert after == {k: v for k, v in outside.items() if not k.startswith("rootfs")}
+
+
+@pytest.mark.parametrize("case", ["index-mt-says-index", "index-mt-unknown"])
+def test_a_disagreeing_descriptor_is_read_with_a_warning(base, tmp_path, case):
+    L = tmp_path / "layout"
+    shutil.copytree(base["layout"], L)
+    LAYOUT_CASES[case].mutate(L)
+    digest = _entry(L)["digest"]
+    r = run_bounded("verify", L)
+    assert r.code == 0 and "[media-type-mismatch]" in r.stdout, r.stdout
+    assert run_bounded("verify", "--strict", L).code == 4
+    r = run_bounded("inspect", f"{L}:a:1")
+    assert r.code == 0
+    assert r.stderr.startswith(f"layouttool: warning: {digest}: its descriptor says ")
+    assert len(r.stderr.splitlines()) == 1
+    assert run_bounded("-q", "inspect", f"{L}:a:1").stderr == ""
 
 
 # ---------------------------------------------------------------------------- tarballs

@@ -234,7 +234,7 @@ def test_json_outputs(tmp_path: Path) -> None:
     d = make_image(layout, "app:1.0", annotations={mt.ANNOT_CONTAINERD_NAME: "docker.io/x/app:1.0"})
 
     ls = json.loads(run_cli("ls", root, "--json").stdout)
-    assert set(ls) == {"layout", "images"}
+    assert set(ls) == {"layout", "images", "warnings"} and ls["warnings"] == []
     (img,) = ls["images"]
     assert img == {
         "ref": "app:1.0",
@@ -243,6 +243,8 @@ def test_json_outputs(tmp_path: Path) -> None:
         "mediaType": mt.MT_OCI_MANIFEST,
         "platforms": ["linux/amd64"],
         "size": img["size"],
+        "kind": "image",
+        "error": None,
     }
     assert img["size"] > d.size
 

@@ -13,6 +13,7 @@ import pytest
 from conftest import run_cli, sh
 from dagbuild import LayoutBuilder, build_large
 
+from layouttool import graph
 from layouttool.errors import UnsafeInputError
 from layouttool.ops import gc as gcmod
 from layouttool.ops.gc import apply_gc, gc_layout, plan_gc
@@ -219,9 +220,9 @@ def test_alg_directories_opened_once_from_many_threads(b: LayoutBuilder) -> None
 def test_a_referrer_behind_more_whitespace_than_the_sniff_is_kept(b: LayoutBuilder) -> None:
     img = b.image(1)
     b.add_root(img, "a")
-    pad = b" \n\t" * gcmod._SNIFF  # JSON allows any amount of leading whitespace
+    pad = b" \n\t" * graph._SNIFF  # JSON allows any amount of leading whitespace
     ref = b.orphan(pad + json.dumps({"subject": img}).encode())
-    blank = b.orphan(b" " * (gcmod._SNIFF * 2))  # all whitespace: not JSON, so not kept
+    blank = b.orphan(b" " * (graph._SNIFF * 2))  # all whitespace: not JSON, so not kept
     res = gc_layout(b.root)
     assert res.referrers == (ref,)
     assert [r.digest for r in res.removed] == [blank]

@@ -629,7 +629,7 @@ def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) ->
     r = run_cli("verify", layout.root, "--json")
     assert r.code == 5
     doc = json.loads(r.stdout)
-    assert [p["kind"] for p in doc["problems"]] == ["lazy-toc-content"]
+    assert [p["code"] for p in doc["problems"]] == ["lazy-toc-content"]
     assert "etc/passwd" in doc["problems"][0]["message"]
     r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
     assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC

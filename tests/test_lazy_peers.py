@@ -186,5 +186,5 @@ def test_podman_4_drops_trailing_tar_padding_and_verify_says_so(
     out = podman_layout(tmp_path, podman, padded=True)
     r = run_cli("verify", out, "--json")
     assert r.code == 5
-    kinds = [p["kind"] for p in json.loads(r.stdout)["problems"]]
+    kinds = [p["code"] for p in json.loads(r.stdout)["problems"]]
     assert kinds == ["lazy-diff-id"]

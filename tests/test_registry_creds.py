@@ -135,9 +135,10 @@ def test_broken_helper_is_one_warning_and_a_public_pull_still_works(
     config = _docker_config(home, {"credHelpers": {open_registry.host: helper_name}})
     r = cli("pull", target, "-o", tmp_path / "p", "--insecure")
     assert r.code == 0, r.stderr
-    warnings = [ln for ln in r.stderr.splitlines() if ln.startswith("warning")]
-    assert warnings == [f"warning: credential helper {says} (credHelpers in {config}); going "
-                        "on without its credentials"]
+    # every warning on stderr reads "layouttool: warning: ..." (like errors)
+    warnings = [ln for ln in r.stderr.splitlines() if "warning" in ln]
+    assert warnings == [f"layouttool: warning: credential helper {says} (credHelpers in "
+                        f"{config}); going on without its credentials"]
     assert PASSWORD not in r.stderr + r.stdout
     assert verify_layout(tmp_path / "p").ok
 

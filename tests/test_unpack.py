@@ -171,7 +171,9 @@ def test_media_type_must_agree_with_content(tmp_path, cli):
 def test_artifact_layer_is_refused(tmp_path, cli):
     layout = _layout_with_layer(tmp_path, b"not a tar", layer_type="application/x-artifact")
     r = cli("unpack", f"{layout}:t", tmp_path / "out")
-    assert r.code == 4 and "not a tar layer" in r.stderr
+    # one line that says what it is: an artifact (its layers are not tar layers)
+    assert r.code == 4 and "is an artifact" in r.stderr and "nothing to unpack" in r.stderr
+    assert len(r.stderr.splitlines()) == 1
     assert not (tmp_path / "out").exists()
 
 

@@ -19,7 +19,7 @@ from layouttool.store import Layout
 
 def problems(path: Path) -> list[tuple[str, str]]:
     res = verify_layout(path)
-    return [(p.kind, p.message) for p in res.problems]
+    return [(p.code, p.message) for p in res.problems]
 
 
 def manifest_of(layout: Layout, desc: Descriptor) -> dict[str, Any]:
@@ -42,7 +42,8 @@ def test_good_layout(tmp_path: Path) -> None:
     assert r.code == 0, r.stderr
     assert r.stdout.startswith("OK: 9 blobs")
     j = json.loads(run_cli("verify", layout.root, "--json").stdout)
-    assert set(j) == {"layout", "ok", "checked", "bytesChecked", "problems", "warnings"}
+    assert set(j) == {"layout", "ok", "strict", "checked", "bytesChecked", "layersChecked",
+                      "problems", "warnings"}
     assert j["ok"] is True and j["problems"] == []
 
 
@@ -57,8 +58,8 @@ def test_missing_blob(tmp_path: Path) -> None:
     layout.blob_path(layer.digest).unlink()
     res = verify_layout(layout.root)
     assert res.exit_code == 5
-    assert [(p.kind, p.where) for p in res.problems] == [
-        ("not-found", f"a > layer {layer.digest}")
+    assert [(p.code, p.where, p.digest) for p in res.problems] == [
+        ("blob-missing", f"a > layer {layer.digest}", layer.digest)
     ]
 
 
@@ -73,7 +74,7 @@ def test_corrupt_layer(tmp_path: Path) -> None:
     res = verify_layout(layout.root)
     assert res.exit_code == 5
     assert len(res.problems) == 1
-    assert res.problems[0].kind == "integrity"
+    assert res.problems[0].code == "digest-mismatch"
     assert f"blob {layer.digest} is corrupt" in res.problems[0].message
 
 
@@ -83,7 +84,8 @@ def test_wrong_size(tmp_path: Path) -> None:
     layer = first_layer(layout, d)
     with open(layout.blob_path(layer.digest), "ab") as f:
         f.write(b"\0")
-    (msg,) = [m for _, m in problems(layout.root)]
+    ((code, msg),) = problems(layout.root)
+    assert code == "size-mismatch"
     assert f"size {layer.size + 1} on disk does not match descriptor size {layer.size}" in msg
     assert verify_layout(layout.root).exit_code == 5
 
@@ -105,7 +107,7 @@ def test_bad_json_config(tmp_path: Path) -> None:
     _retarget(layout, "a", m, mt.MT_OCI_MANIFEST)
     res = verify_layout(layout.root)
     assert res.exit_code == 4
-    assert [p.kind for p in res.problems] == ["invalid-input"]
+    assert [p.code for p in res.problems] == ["invalid-json"]
     assert "not valid JSON" in res.problems[0].message
 
 
@@ -127,8 +129,12 @@ def test_media_type_disagreement(tmp_path: Path) -> None:
     m["mediaType"] = mt.MT_DOCKER_MANIFEST
     _retarget(layout, "a", m, mt.MT_OCI_MANIFEST)
     res = verify_layout(layout.root)
-    assert res.exit_code == 4
-    assert any("document says mediaType" in p.message for p in res.problems)
+    # a quirk that does not stop reading: a warning, exit 0; --strict makes it count
+    assert res.ok and res.exit_code == 0 and res.problems == ()
+    (w,) = res.warnings
+    assert w.code == "media-type-mismatch" and w.severity == "warning"
+    assert w.digest == layout.read_index().manifests[-1].digest
+    assert verify_layout(layout.root, strict=True).exit_code == 4
 
 
 def test_diff_id_count_mismatch(tmp_path: Path) -> None:
@@ -149,7 +155,7 @@ def test_schema_invalid_oci_manifest(tmp_path: Path) -> None:
     _retarget(layout, "a", m, mt.MT_OCI_MANIFEST)
     res = verify_layout(layout.root)
     assert res.exit_code == 4
-    assert {p.kind for p in res.problems} == {"schema"}
+    assert {p.code for p in res.problems} == {"schema"}
 
 
 def test_every_problem_is_reported(tmp_path: Path) -> None:
@@ -171,7 +177,7 @@ def test_every_problem_is_reported(tmp_path: Path) -> None:
     assert lines[-1].startswith("3 problem(s): ")
     j = json.loads(run_cli("verify", layout.root, "--json").stdout)
     assert j["ok"] is False and len(j["problems"]) == 3
-    assert {"kind", "where", "message"} == set(j["problems"][0])
+    assert {"code", "severity", "digest", "where", "message"} == set(j["problems"][0])
 
 
 def test_only_invalid_problems_exit_4(tmp_path: Path) -> None:

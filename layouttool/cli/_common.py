@@ -7,12 +7,15 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TextIO, TypeVar
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Any, Protocol, TextIO, TypeVar
 
 import click
 
 from layouttool.model import Platform
+
+if TYPE_CHECKING:
+    from layouttool.reader import Finding
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -163,9 +166,11 @@ class TermProgress:
         return t
 
     def note(self, message: str) -> None:
-        """A detail line (shown with -v), or a warning (shown unless -q)."""
-        if self.verbose or (self.warnings and message.startswith("warning")):
-            self._line(message)
+        """A detail line (shown with -v), or a warning (shown unless -q, as
+        ``layouttool: warning: ...``)."""
+        is_warning = message.startswith("warning")
+        if self.verbose or (self.warnings and is_warning):
+            self._line(f"layouttool: {message}" if is_warning else message)
 
     def finish(self, task: _TermTask) -> None:
         """A task is done: with -v print its detail line; erase the status when idle."""
@@ -284,6 +289,15 @@ def progress(*, debug_is_verbose: bool = False) -> TermProgress:
     enabled = not quiet and term and sys.stderr.isatty()
     verbose = bool(s.get("verbose") or (debug_is_verbose and s.get("debug")))
     return TermProgress(enabled, verbose=verbose and not quiet, warnings=not quiet)
+
+
+def warn(findings: Iterable[Finding]) -> None:
+    """Print each warning the reader found on stderr, once, one line each (not with -q):
+    ``layouttool: warning: <digest>: <message> [<code>]``."""
+    if settings().get("quiet"):
+        return
+    for f in dict.fromkeys(findings):
+        click.echo(f"layouttool: warning: {f.line()}", err=True)
 
 
 def summary(message: str) -> None:

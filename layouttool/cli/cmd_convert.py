@@ -12,6 +12,7 @@ from layouttool.cli._common import (
     lazy_options,
     progress,
     summary,
+    warn,
 )
 from layouttool.model import Platform
 from layouttool.ops.convert import Format, convert_image
@@ -117,6 +118,7 @@ def convert_cmd(
             )
         return "\n".join(lines)
 
+    warn(res.warnings)
     emit(res, as_json, text)
     summary(
         f"{sum(e.changed for e in res.entries)} of {len(res.entries)} image(s) converted, "

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from layouttool.cli._common import emit, human_size, json_option, progress, summary
+from layouttool.cli._common import emit, human_size, json_option, progress, summary, warn
 from layouttool.ops.gc import GcResult, gc_layout
 
 
@@ -38,9 +38,11 @@ def gc_cmd(layout: str, dry_run: bool, force: bool, as_json: bool) -> None:
     read to tell) whose subject is a kept blob is kept, with what it references. Layers are
     never read.
 
-    Fails closed: if a reachable manifest or index is missing, corrupt, not JSON or of a type
-    that cannot be walked, nothing is deleted and gc exits non-zero naming the blob (--force
-    overrides). Files under blobs/ whose names are not digests are reported and left alone; a
+    Fails closed: if a document needed to find other blobs is missing (an index.json entry's),
+    corrupt, not JSON or of a type that cannot be walked, nothing is deleted and gc exits
+    non-zero naming the blob (--force overrides). What only warns goes on: an absent subject
+    or platform manifest of an index (partial exports), a media type that disagrees with its
+    document. Files under blobs/ whose names are not digests are reported and left alone; a
     blob that is a symlink is removed as a link, its target untouched. Temp files of
     interrupted layouttool writes (.layouttool/tmp) are removed. gc waits for running
     layouttool writers and holds the layout lock while it works; do not run skopeo or umoci
@@ -54,6 +56,7 @@ def gc_cmd(layout: str, dry_run: bool, force: bool, as_json: bool) -> None:
     """
     with progress() as prog:
         res = gc_layout(layout, dry_run=dry_run, force=force, progress=prog)
+    warn(res.warnings)
     emit(res, as_json, lambda: _text(res))
     verb = "would free" if dry_run else "freed"
     unread = f"; {len(res.unwalked)} unreadable documents kept (--force)" if res.unwalked else ""

@@ -32,6 +32,7 @@ from layouttool import mediatypes as mt
 from layouttool.codec import Compression, available_cpus, default_layer_jobs
 from layouttool.digest import Digest
 from layouttool.errors import (
+    InternalError,
     InvalidInputError,
     LayoutToolError,
     NotFoundError,
@@ -48,11 +49,10 @@ from layouttool.model import (
     Platform,
     dump_json,
     make_manifest_doc,
-    parse_index,
-    parse_manifest,
 )
-from layouttool.ops.common import read_config, read_index_blob, read_manifest
+from layouttool.ops.common import find_nested, read_checked, read_config
 from layouttool.progress import NULL_PROGRESS, Progress
+from layouttool.reader import Finding, Kind, parse_document
 from layouttool.refs import parse_image, resolve
 from layouttool.schema1 import Schema1Manifest, parse_schema1, synthesize_config
 from layouttool.store import Layout
@@ -177,6 +177,8 @@ class ConvertResult:
     #: bytes of the blobs stored
     bytes_out: int
     seconds: float
+    #: what the reader found odd in the source (printed by the CLI, not part of --json)
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def layers_recompressed(self) -> int:
@@ -346,6 +348,9 @@ class _Converter:
         self._copied: set[Digest] = set()
         self.images: list[ImageChange] = []
         self.notes: list[str] = []
+        self.warnings: list[Finding] = []
+        #: True when the IMAGE argument named one entry (an artifact is then refused)
+        self.named = False
         self.matched = 0
         self.blobs_written = 0
         self.bytes_in = 0
@@ -373,9 +378,11 @@ class _Converter:
 
     def _plan(self, desc: Descriptor, *, top: bool) -> _Plan:
         what = f"{desc.media_type.rsplit('.', 1)[-1]} {desc.digest}"
-        if mt.is_index(desc.media_type):
-            idx = read_index_blob(self.src, desc)
-            docker = self._docker(desc.media_type == mt.MT_DOCKER_LIST)
+        doc = read_checked(self.src, desc, what)
+        self.warnings.extend(doc.warnings)
+        if doc.kind is Kind.INDEX and doc.index is not None:
+            idx = doc.index
+            docker = self._docker(doc.media_type == mt.MT_DOCKER_LIST)
             if docker and (idx.subject is not None or "artifactType" in idx.doc):
                 raise UnsupportedError(
                     f"index {desc.digest} has a subject or artifactType, which a Docker "
@@ -392,17 +399,14 @@ class _Converter:
                 else:
                     kids.append(self.plan(child, top=False))
             return _IndexPlan(desc, idx, mt.index_type(docker=docker), kids)
-        if mt.is_manifest(desc.media_type):
-            m = read_manifest(self.src, desc)
-            if not m.is_image:
-                self.note(f"{what}: artifact (config type {m.config.media_type}); copied unchanged")
-                return _Keep(desc)
+        if doc.kind is Kind.IMAGE and doc.manifest is not None:
+            m = doc.manifest
             cfg = read_config(self.src, m.config)
             if top and not self._platform_ok(cfg.platform):
                 return _Keep(desc)
             return self._plan_image(desc, m, cfg)
-        if mt.is_schema1(desc.media_type):
-            s1 = parse_schema1(self.src.read_blob(desc), f"manifest {desc.digest}", desc.media_type)
+        if doc.kind is Kind.SCHEMA1 and doc.raw is not None:
+            s1 = parse_schema1(doc.raw, f"manifest {desc.digest}", doc.media_type)
             if top and not self._platform_ok(s1.platform):
                 return _Keep(desc)
             self.matched += 1
@@ -414,7 +418,12 @@ class _Converter:
                 for e in s1.layers
             ]
             return _Schema1Plan(desc, s1, docker, jobs)
-        self.note(f"{what}: media type {desc.media_type!r} is not an image; copied unchanged")
+        if top and self.named:
+            # the IMAGE argument names it: say what it is rather than copy it unchanged
+            raise UnsupportedError(
+                f"{desc.digest} is {doc.describe()}, not a container image: nothing to convert"
+            )
+        self.note(f"{what}: {doc.describe()}; copied unchanged")
         return _Keep(desc)
 
     def _job(
@@ -568,18 +577,25 @@ class _Converter:
     def _copy_tree(self, desc: Descriptor) -> None:
         if self.in_place:
             return
-        for node in walk(self.src, [desc]):
-            parent = node.parent
-            in_schema1 = parent is not None and mt.is_schema1(parent.desc.media_type)
-            self._copy(node.desc, None if in_schema1 else -1)
+        for node in walk(self.src, [desc], on_finding=self._on_copy_finding):
+            if node.document is not None and node.document.raw is None:
+                continue  # absent, and allowed to be (a subject, a platform manifest)
+            self._copy(node.desc, None if node.in_schema1 else -1)
+
+    def _on_copy_finding(self, f: Finding) -> None:
+        if f.severity == "problem":
+            raise f.error()
+        self.warnings.append(f)
 
     def _put(self, doc: dict[str, Any], media_type: str, what: str) -> Descriptor:
         raw = dump_json(doc)
-        # check what we write with the parser every reader uses
-        if mt.is_index(media_type):
-            parse_index(raw, what, media_type)
-        elif mt.is_manifest(media_type):
-            parse_manifest(raw, what, media_type)
+        if mt.is_document(media_type):
+            # check what we write with the reader every command uses
+            desc = Descriptor(media_type, Digest.of_bytes(raw), len(raw))
+            checked = parse_document(raw, desc, what)
+            if checked.findings:
+                raise InternalError(f"{what}: we wrote a document the reader objects to: "
+                                    f"{checked.findings[0].message}")
         info = self.dst.put_bytes(raw)
         self.blobs_written += 1
         self.bytes_out += info.size
@@ -656,7 +672,8 @@ class _Converter:
             new_desc = self._put(doc, plan.media_type, f"new manifest for {plan.desc.digest}")
         else:
             self._copy(plan.desc)
-            new_desc = plan.desc
+            # a descriptor that disagreed with its document now says what the document is
+            new_desc = plan.desc.with_(media_type=m.media_type)
         self.images.append(
             ImageChange(
                 BlobRef.of(plan.desc),
@@ -739,7 +756,7 @@ class _Converter:
             doc = _with_media_type(doc, plan.media_type)
             return self._put(doc, plan.media_type, f"new index for {plan.desc.digest}")
         self._copy(plan.desc)
-        return plan.desc
+        return plan.desc.with_(media_type=plan.index.media_type)
 
 
 # ---------------------------------------------------------------------------------- API
@@ -847,7 +864,16 @@ def convert_image(
         elif ref.digest is not None:
             entries = [d for d in index.manifests if d.digest == ref.digest]
             if not entries:
-                resolve(index, None, ref.digest, ref.layout)  # raises NotFoundError
+                # one platform of a multi-platform image, say: in place there is no entry to
+                # replace, so it goes to another layout as an entry of its own
+                nested = find_nested(src, index, ref)
+                if in_place:
+                    raise UnsupportedError(
+                        f"{ref.digest} is inside an index, not an entry of index.json: convert "
+                        "that index (with --platform to pick one image), or write this one to "
+                        "another layout with -o"
+                    )
+                entries = [nested]
         else:
             entries = [resolve(index, ref.ref, None, ref.layout)]
         conv = _Converter(
@@ -862,6 +888,7 @@ def convert_image(
             lazy=lazy,
             lazy_options=lazy_options,
         )
+        conv.named = ref.ref is not None or ref.digest is not None
         plans = [conv.plan(e, top=True) for e in entries]
         if platform is not None and conv.matched == 0:
             raise NotFoundError(f"{ref.layout}: no image for platform {platform}")
@@ -898,6 +925,7 @@ def convert_image(
         bytes_in=conv.bytes_in,
         bytes_out=conv.bytes_out,
         seconds=time.monotonic() - started,
+        warnings=tuple(conv.warnings),
     )
 
 

@@ -518,7 +518,9 @@ def export_docker_save(
             saves: list[SaveImage] = []
             infos: list[ExportedImage] = []
             for image, ref, sel in selected:
-                resolved = resolve_image(sel.layout, sel.entry, platform)
+                resolved = resolve_image(sel.layout, sel.entry, platform, purpose="export")
+                for w in resolved.warnings:
+                    prog.note(f"warning: {w.line()}")
                 names = (
                     forced if forced is not None else _names_for(sel.entry, ref.digest is not None)
                 )

@@ -10,14 +10,17 @@ Mark (fails closed):
 * :func:`layouttool.graph.walk` follows every descriptor: index children (nested), configs,
   layers, ``subject``, Docker and OCI types alike, and every descriptor-shaped object in a
   manifest-like document of an unknown media type. Only documents are read; layers never are;
-* referrers: a blob nothing reaches, small enough to be a document (at most
-  :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON object, whose ``subject`` is
-  a kept blob, is kept too, with everything it references, until nothing changes (umoci #455,
-  zot #1229 lost signatures and SBOMs here);
-* a reachable document that is missing, unreadable, corrupt, not JSON, or of a type we cannot
-  walk makes the plan raise (nothing is deleted) unless ``force``: then that document is kept
-  (when present) but not read, it is reported in ``skipped``, and blobs that only it references
-  are treated as unreferenced.
+* referrers (:func:`layouttool.graph.sniff_referrer`): a blob nothing reaches, small enough to
+  be a document (at most :data:`~layouttool.model.JSON_CAP`) whose first bytes open a JSON
+  object, whose ``subject`` is a kept blob, is kept too, with everything it references, until
+  nothing changes (umoci #455, zot #1229 lost signatures and SBOMs here);
+* documents are read through :mod:`layouttool.reader`: a *problem* in a document needed to
+  find other blobs (an index.json entry's document missing; any document unreadable, corrupt,
+  not JSON, or of a type we cannot walk) makes the plan raise (nothing is deleted) unless
+  ``force``: then that document is kept (when present) but not read, it is reported in
+  ``skipped``, and blobs that only it references are treated as unreferenced. A *warning* (an
+  absent ``subject`` or platform manifest of an index, a media type that disagrees with its
+  document) is reported in ``warnings`` and the mark goes on.
 
 Sweep: every file under ``blobs/<alg>/`` whose name is a valid digest and is not kept; a symlink
 is removed as a link (its target is untouched); names that are not digests and things that are
@@ -43,19 +46,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
-from layouttool import mediatypes as mt
 from layouttool.digest import Digest
-from layouttool.errors import (
-    ConflictError,
-    IntegrityError,
-    InvalidInputError,
-    LayoutToolError,
-    NotFoundError,
-    UnsafeInputError,
-)
-from layouttool.graph import Node, is_walkable, walk
-from layouttool.model import JSON_CAP, Descriptor, parse_json
+from layouttool.errors import ConflictError, LayoutToolError
+from layouttool.graph import Node, sniff_referrer, walk
+from layouttool.model import Descriptor
 from layouttool.progress import NULL_PROGRESS, Progress
+from layouttool.reader import Finding
 from layouttool.store import BlobDirs, BlobEntry, Layout
 
 REASON_UNREFERENCED: Final = "unreferenced"
@@ -65,8 +61,6 @@ SKIP_BAD_NAME: Final = "file name is not a valid digest; left alone"
 SKIP_NOT_FILE: Final = "not a regular file or symlink; left alone"
 SKIP_UNWALKED: Final = "kept but not walked (--force)"
 
-#: how many leading bytes are looked at to decide whether a blob may be a JSON document
-_SNIFF: Final = 64
 #: removals run on this many threads when there are at least _PARALLEL_MIN of them and the
 #: first _PROBE, done in order, took over _SLOW_S each: an unlink on ext4 mounted with discard
 #: waits ~0.2 ms for a synchronous discard, off-CPU; threads overlap those waits (1450 blobs of
@@ -77,7 +71,6 @@ _THREADS: Final = 8
 _PARALLEL_MIN: Final = 64
 _PROBE: Final = 16
 _SLOW_S: Final = 50e-6
-_JSON_WS: Final = b" \t\r\n"
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +142,8 @@ class GcPlan:
     #: referrers kept only because their subject is kept
     referrers: tuple[Digest, ...]
     skipped: tuple[Skipped, ...]
+    #: what the reader found odd on the way (a subject or a platform manifest absent...)
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def bytes(self) -> int:
@@ -158,7 +153,7 @@ class GcPlan:
     def to_json(self) -> dict[str, Any]:
         """JSON form (the shape of a dry run's result)."""
         return GcResult(self.layout, True, self.removals, self.kept_files, self.referrers,
-                        self.skipped).to_json()
+                        self.skipped, self.warnings).to_json()
 
 
 @dataclass(frozen=True, slots=True)
@@ -173,6 +168,8 @@ class GcResult:
     kept: int
     referrers: tuple[Digest, ...]
     skipped: tuple[Skipped, ...]
+    #: what the reader found odd on the way; gc went on
+    warnings: tuple[Finding, ...] = ()
 
     @property
     def count(self) -> int:
@@ -200,43 +197,50 @@ class GcResult:
             "kept": self.kept,
             "referrersKept": [str(d) for d in self.referrers],
             "skipped": [s.to_json() for s in self.skipped],
+            "warnings": [w.to_json() for w in self.warnings],
         }
 
 
 # ---------------------------------------------------------------------- mark
-def _was_read(node: Node) -> bool:
-    """True when the walk reads ``node`` as a document (rather than yielding it as a leaf)."""
-    return node.role in ("root", "manifest", "index", "subject") or (
-        node.role == "blob" and is_walkable(node.desc.media_type)
-    )
-
-
 class _Marker:
-    """Mark through graph.walk, recording what was reached and what could not be read."""
+    """Mark through graph.walk, recording what was reached, what could not be read (the
+    reader's problems) and what was odd (its warnings)."""
 
     def __init__(self, layout: Layout, progress: Progress) -> None:
         self.layout = layout
         self.kept: set[Digest] = set()
         #: digests whose document was read and followed, or failed to be (never retried)
         self.visited: set[Digest] = set()
-        self.errors: list[tuple[Node, LayoutToolError]] = []
+        #: documents read (through at least one of their descriptors)
+        self._read: set[Digest] = set()
+        self._failed: dict[Digest | None, Finding] = {}
+        self.warnings: dict[tuple[str, Digest | None, str], Finding] = {}
         self._task = progress.task("gc: reading documents", None)
 
-    def _on_error(self, node: Node, exc: LayoutToolError) -> None:
-        if node.desc.digest not in self.visited:
-            self.errors.append((node, exc))
-            self.visited.add(node.desc.digest)
+    @property
+    def errors(self) -> list[Finding]:
+        """The first problem of each document that could not be read through any of its
+        descriptors (one that lies about a size but is read through another is walked)."""
+        return [f for d, f in self._failed.items() if d not in self._read]
 
-    def mark(self, roots: list[Descriptor], *, follow_subject: bool) -> list[Descriptor]:
+    def _on_finding(self, f: Finding) -> None:
+        if f.severity == "warning":
+            self.warnings.setdefault((f.code, f.digest, f.message), f)
+        else:
+            self._failed.setdefault(f.digest, f)
+
+    def mark(self, roots: list[Descriptor | Node], *, follow_subject: bool) -> list[Descriptor]:
         """Walk from ``roots``; return the subjects met but not followed and not yet read."""
         pending: list[Descriptor] = []
-        for node in walk(self.layout, roots, on_error=self._on_error,
+        for node in walk(self.layout, roots, on_finding=self._on_finding,
                          follow_subject=follow_subject):
             self.kept.add(node.desc.digest)
             if node.role == "subject" and not follow_subject:
                 pending.append(node.desc)
-            elif _was_read(node) and node.desc.digest not in self.visited:
+            elif node.document is not None and node.desc.digest not in self.visited:
                 self.visited.add(node.desc.digest)
+                if node.document.ok:
+                    self._read.add(node.desc.digest)
                 self._task.advance(node.desc.size)
         return [d for d in pending if d.digest not in self.visited]
 
@@ -245,74 +249,16 @@ class _Marker:
         self._task.done()
 
 
-def _sniff_subject(
-    dirs: BlobDirs, e: BlobEntry, st: os.stat_result
-) -> tuple[Descriptor, Digest] | None:
-    """If the blob of ``e`` (``st`` its lstat) may be a referrer (a JSON object with a
-    ``subject``), its descriptor and the subject's digest; else None. Cheap for layers: only
-    the first bytes are read, and nothing is hashed.
-
-    A blob that cannot be read for a reason other than its content (permission, I/O) raises:
-    we cannot tell whether it is a referrer, so we must not delete it.
-    """
-    size, digest = st.st_size, e.digest
-    if digest is None or not stat.S_ISREG(st.st_mode) or size > JSON_CAP or size < 2:
-        return None
-    # Unverified on purpose: hashing a whole layer to learn that it is not JSON is the cost gc
-    # avoids, and a blob whose first bytes are not JSON cannot be a referrer, corrupt or not.
-    head = dirs.head(e, _SNIFF)
-    if head is None:
-        return None
-    rest = head.lstrip(_JSON_WS)
-    if not rest.startswith(b"{") and (rest or len(head) < _SNIFF):
-        return None  # (all whitespace so far: JSON may still follow, so read on)
-    if len(head) < size:
-        # a JSON object (a config, a manifest): still unverified, whole (it is small)
-        whole = dirs.head(e, size + 1)
-        if whole is None:
-            return None
-    else:
-        whole = head
-    # no subject, no referrer: no hashing, no parsing (a key may hide behind a \u escape)
-    if b'"subject"' not in whole and b"\\u" not in whole:
-        return None
-    try:
-        # a candidate: only now read verified (the digest is checked at EOF)
-        with dirs.open_blob(digest, size) as r:
-            raw = r.read()
-        doc = parse_json(raw, f"blob {digest}")
-    except (InvalidInputError, IntegrityError, UnsafeInputError, NotFoundError):
-        # not JSON, corrupt (its content is not what its name says), not a regular file, or
-        # gone: not a document anyone can refer to by this digest
-        return None
-    if not isinstance(doc, dict) or not isinstance(doc.get("subject"), dict):
-        return None
-    try:
-        subject = Descriptor.from_json(doc["subject"], f"blob {digest} subject")
-    except InvalidInputError:
-        return None
-    declared = doc.get("mediaType")
-    if isinstance(declared, str):
-        media_type = declared
-    elif "manifests" in doc:
-        media_type = mt.MT_OCI_INDEX
-    elif "config" in doc:
-        media_type = mt.MT_OCI_MANIFEST
-    else:
-        media_type = ""  # unknown: walked as a manifest-like document of an unknown type
-    return Descriptor(media_type=media_type, digest=digest, size=size), subject.digest
-
-
-def _refuse(errors: list[tuple[Node, LayoutToolError]]) -> LayoutToolError:
+def _refuse(errors: list[Finding]) -> LayoutToolError:
     """The error that stops a gc: the first problem's class, naming the blob and its path."""
-    node, exc = errors[0]
+    f = errors[0]
     more = f" ({len(errors) - 1} more unreadable documents)" if len(errors) > 1 else ""
     msg = (
-        f"gc stopped, nothing was deleted: {node.where()}: {exc}{more}. Restore or repair that "
-        "blob, or rerun with --force to keep it unread and collect the rest (blobs only it "
-        "references are then deleted)"
+        f"gc stopped, nothing was deleted: {f.where}: {f.message}{more}. Restore or repair "
+        "that blob, or rerun with --force to keep it unread and collect the rest (blobs only "
+        "it references are then deleted)"
     )
-    return type(exc)(msg)
+    return type(f.error())(msg)
 
 
 def _rel(layout: Layout, path: Path) -> str:
@@ -342,7 +288,7 @@ def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan
     marker = _Marker(layout, prog)
     pending = marker.mark(list(layout.read_index().manifests), follow_subject=True)
     if marker.errors and not force:
-        raise _refuse(marker.errors) from marker.errors[0][1]
+        raise _refuse(marker.errors)
 
     # Only what the mark did not reach is looked at further (lstat once: the size decides
     # whether to sniff it, the mode and inode go into the plan); kept blobs cost no syscall.
@@ -359,7 +305,7 @@ def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan
     for e, st in unreached:
         if e.digest is not None and st is not None:
             try:
-                found = _sniff_subject(dirs, e, st)
+                found = sniff_referrer(dirs, e, st)
             except LayoutToolError as exc:
                 if not force:
                     raise type(exc)(
@@ -370,14 +316,16 @@ def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan
                 unreadable[e.digest] = exc
                 continue
             if found is not None:
-                by_subject.setdefault(found[1], []).append(found[0])
+                by_subject.setdefault(found.subject, []).append(found.descriptor)
     referrers: list[Digest] = []
     while True:
         # referrers of anything kept so far, plus subjects a referrer walk met but did not read
-        roots = [d for s in list(by_subject) if s in marker.kept for d in by_subject.pop(s)
-                 if d.digest not in marker.kept]
-        referrers += [d.digest for d in roots]
-        roots += pending
+        found_now = [d for s in list(by_subject) if s in marker.kept for d in by_subject.pop(s)
+                     if d.digest not in marker.kept]
+        referrers += [d.digest for d in found_now]
+        # a pending subject is walked as a subject: absent, it is a warning, not a refusal
+        roots: list[Descriptor | Node] = [*found_now,
+                                          *(Node(d, "subject", None) for d in pending)]
         if not roots:
             break
         # follow_subject=False: the subject of a referrer is already kept and read; other
@@ -385,14 +333,14 @@ def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan
         # walked twice however many referrers a large index has
         pending = marker.mark(roots, follow_subject=False)
         if marker.errors and not force:
-            raise _refuse(marker.errors) from marker.errors[0][1]
+            raise _refuse(marker.errors)
     marker.done()
 
     root = str(layout.root)
     removals: list[Removal] = []
     skipped: list[Skipped] = [
-        Skipped(SKIP_UNWALKED, digest=str(node.desc.digest), where=node.where(), error=str(exc))
-        for node, exc in marker.errors
+        Skipped(SKIP_UNWALKED, digest=str(f.digest), where=f.where, error=f.message)
+        for f in marker.errors
     ]
     for e, st in unreached:
         if e.digest is not None and e.digest in marker.kept:  # a referrer, or its blobs
@@ -424,6 +372,7 @@ def _plan(layout: Layout, dirs: BlobDirs, force: bool, prog: Progress) -> GcPlan
         kept_files=kept_files,
         referrers=tuple(sorted(set(referrers))),
         skipped=tuple(skipped),
+        warnings=tuple(marker.warnings.values()),
     )
 
 
@@ -551,4 +500,5 @@ def gc_layout(
     with lock:
         plan = plan_gc(layout, force=force, progress=prog)
         removed = plan.removals if dry_run else apply_gc(layout, plan, progress=prog)
-    return GcResult(str(path), dry_run, removed, plan.kept_files, plan.referrers, plan.skipped)
+    return GcResult(str(path), dry_run, removed, plan.kept_files, plan.referrers, plan.skipped,
+                    plan.warnings)

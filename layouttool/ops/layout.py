@@ -8,14 +8,10 @@ from typing import Any, Literal
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
-from layouttool.errors import InvalidInputError, NotFoundError
-from layouttool.model import Descriptor, Index, Manifest, Platform
-from layouttool.ops.common import (
-    read_index_blob,
-    read_manifest,
-    resolve_image,
-    select,
-)
+from layouttool.errors import InvalidInputError, LayoutToolError, NotFoundError
+from layouttool.model import ArtifactManifest, Descriptor, Index, Manifest, Platform
+from layouttool.ops.common import read_config, resolve_manifest, select
+from layouttool.reader import Finding, Kind, read_document
 from layouttool.refs import parse_image, resolve, validate_ref_name
 from layouttool.store import Layout
 
@@ -53,6 +49,10 @@ class ListEntry:
     media_type: str
     platforms: tuple[str, ...]
     size: int | None
+    #: what the entry is (image, index, artifact, schema1, unknown); None when unreadable
+    kind: str | None = None
+    #: why the entry cannot be read (None when it can)
+    error: str | None = None
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
@@ -61,8 +61,10 @@ class ListEntry:
             "name": self.name,
             "digest": self.digest,
             "mediaType": self.media_type,
+            "kind": self.kind,
             "platforms": list(self.platforms),
             "size": self.size,
+            "error": self.error,
         }
 
 
@@ -72,62 +74,100 @@ class ListResult:
 
     layout: str
     images: tuple[ListEntry, ...]
+    #: what the reader found odd (printed by the CLI on stderr)
+    warnings: tuple[Finding, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
-        return {"layout": self.layout, "images": [e.to_json() for e in self.images]}
+        return {
+            "layout": self.layout,
+            "images": [e.to_json() for e in self.images],
+            "warnings": [w.to_json() for w in self.warnings],
+        }
 
 
 def _manifest_size(m: Manifest, desc: Descriptor) -> int:
     return desc.size + m.config.size + sum(layer.size for layer in m.layers)
 
 
-def _summarise(layout: Layout, desc: Descriptor) -> tuple[tuple[str, ...], int | None]:
-    """Platforms and total size of an entry (reads manifests and configs, never layers)."""
-    try:
-        if mt.is_manifest(desc.media_type):
-            m = read_manifest(layout, desc)
-            plat: tuple[str, ...] = ()
-            if mt.is_image_config(m.config.media_type):
-                from layouttool.ops.common import read_config
+class _Summary:
+    """What ls shows of one entry (a plain class: a dataclass costs ~1 ms of start-up)."""
 
+    __slots__ = ("error", "kind", "platforms", "size")
+
+    def __init__(self) -> None:
+        self.kind: str | None = None
+        self.platforms: tuple[str, ...] = ()
+        self.size: int | None = None
+        self.error: str | None = None
+
+
+def _summarise(layout: Layout, desc: Descriptor, warnings: list[Finding]) -> _Summary:
+    """Kind, platforms and total size of an entry (reads manifests and configs, never layers);
+    what stops it is the entry's error, never an exception."""
+    out = _Summary()
+    where = desc.ref_name or str(desc.digest)
+    doc = read_document(layout, desc, where)
+    warnings += doc.warnings
+    if not doc.ok:
+        out.error = (doc.problems or doc.findings)[0].message
+        return out
+    out.kind = doc.kind.value
+    try:
+        if doc.manifest is not None:
+            m = doc.manifest
+            if doc.kind is Kind.IMAGE:
                 p = read_config(layout, m.config).platform
-                plat = (str(p),) if p else ()
-            return plat, _manifest_size(m, desc)
-        if mt.is_index(desc.media_type):
-            idx = read_index_blob(layout, desc)
+                out.platforms = (str(p),) if p else ()
+            out.size = _manifest_size(m, desc)
+        elif doc.index is not None:
             plats = []
-            seen: dict[Digest, int] = {desc.digest: desc.size}
-            for child in idx.manifests:
+            seen: dict[Digest, int] | None = {desc.digest: desc.size}
+            for child in doc.index.manifests:
                 if child.platform is not None and child.platform.os != "unknown":
                     plats.append(str(child.platform))
-                if mt.is_manifest(child.media_type):
-                    m = read_manifest(layout, child)
-                    for d in (child, m.config, *m.layers):
+                if seen is None or mt.is_index(child.media_type):
+                    continue
+                sub = read_document(layout, child, f"{where} > manifest {child.digest}",
+                                    "manifest")
+                warnings += sub.warnings
+                if sub.raw is None and not sub.problems:
+                    seen = None  # a platform that is not here: the size is unknown
+                    continue
+                sub.raise_unless_ok()
+                if sub.manifest is not None:
+                    for d in (child, sub.manifest.config, *sub.manifest.layers):
                         seen[d.digest] = d.size
-            return tuple(plats), sum(seen.values())
-    except NotFoundError:
-        return (), None
-    return (), desc.size
+            out.platforms = tuple(plats)
+            out.size = sum(seen.values()) if seen is not None else None
+        else:
+            out.size = desc.size
+    except LayoutToolError as exc:
+        out.error = str(exc)
+    return out
 
 
 def list_images(path: str | Path) -> ListResult:
-    """Every index.json entry: ref name, full name, digest, media type, platforms, size."""
+    """Every index.json entry: ref name, full name, digest, media type, kind, platforms, size,
+    and the error of an entry that cannot be read (ls lists it anyway)."""
     layout = Layout.open(path)
     entries = []
+    warnings: list[Finding] = []
     for d in layout.read_index().manifests:
-        plats, size = _summarise(layout, d)
+        s = _summarise(layout, d, warnings)
         entries.append(
             ListEntry(
                 ref=d.annotations.get(mt.ANNOT_REF_NAME),
                 name=d.annotations.get(mt.ANNOT_CONTAINERD_NAME),
                 digest=str(d.digest),
                 media_type=d.media_type,
-                platforms=plats,
-                size=size,
+                platforms=s.platforms,
+                size=s.size,
+                kind=s.kind,
+                error=s.error,
             )
         )
-    return ListResult(str(path), tuple(entries))
+    return ListResult(str(path), tuple(entries), tuple(dict.fromkeys(warnings)))
 
 
 RawKind = Literal["manifest", "config", "index"]
@@ -135,14 +175,14 @@ RawKind = Literal["manifest", "config", "index"]
 
 @dataclass(frozen=True, slots=True)
 class InspectResult:
-    """What ``inspect`` reports about one image."""
+    """What ``inspect`` reports about one image or artifact."""
 
     image: str
     entry_digest: str
     entry_media_type: str
     manifest_digest: str
     manifest_media_type: str
-    config_digest: str
+    config_digest: str | None
     platform: str | None
     created: str | None
     layers: tuple[dict[str, Any], ...]
@@ -153,16 +193,29 @@ class InspectResult:
     env: list[str] = field(default_factory=list)
     platforms: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
+    #: image or artifact
+    kind: str = "image"
+    #: an artifact's type: its artifactType, else its config's media type; None for an image
+    artifact_type: str | None = None
+    config_media_type: str | None = None
+    subject: dict[str, Any] | None = None
+    #: the manifest's own annotations (``annotations`` are the index.json entry's)
+    manifest_annotations: dict[str, str] = field(default_factory=dict)
+    #: what the reader found odd on the way (printed by the CLI on stderr)
+    warnings: tuple[Finding, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """JSON form."""
         return {
             "image": self.image,
+            "kind": self.kind,
             "digest": self.entry_digest,
             "mediaType": self.entry_media_type,
             "manifestDigest": self.manifest_digest,
             "manifestMediaType": self.manifest_media_type,
+            "artifactType": self.artifact_type,
             "configDigest": self.config_digest,
+            "configMediaType": self.config_media_type,
             "platform": self.platform,
             "platforms": list(self.platforms),
             "created": self.created,
@@ -173,19 +226,33 @@ class InspectResult:
             "cmd": self.cmd,
             "env": self.env,
             "annotations": self.annotations,
+            "manifestAnnotations": self.manifest_annotations,
+            "subject": self.subject,
         }
 
 
 def inspect_image(image: str, platform: Platform | None = None) -> InspectResult:
-    """Describe one image: manifest, config, layers with their diff_ids."""
+    """Describe one image (manifest, config, layers with their diff_ids) or one artifact
+    (artifactType, config type, layers, subject, annotations)."""
     sel = select(image)
-    img = resolve_image(sel.layout, sel.entry, platform)
-    cfg = img.config.doc
+    res = resolve_manifest(sel.layout, sel.entry, platform)
+    m = res.manifest
+    content = res.document.content
+    assert content is not None  # an image or an artifact was read
+    cfg: dict[str, Any] = {}
+    diff_ids: tuple[Digest, ...] = ()
+    plat = None
+    if res.kind is Kind.IMAGE and m is not None:
+        config = read_config(sel.layout, m.config)
+        cfg, diff_ids, plat = dict(config.doc), config.diff_ids, config.platform
     c = cfg.get("config") if isinstance(cfg.get("config"), dict) else {}
     assert isinstance(c, dict)
+    # an OCI artifact manifest (image-spec v1.1 release candidates) has blobs and no config
+    parts = m.layers if m is not None else content.blobs if isinstance(
+        content, ArtifactManifest) else ()
     layers = []
-    for i, layer in enumerate(img.manifest.layers):
-        diff = img.config.diff_ids[i] if i < len(img.config.diff_ids) else None
+    for i, layer in enumerate(parts):
+        diff = diff_ids[i] if i < len(diff_ids) else None
         layers.append(
             {
                 "digest": str(layer.digest),
@@ -197,31 +264,38 @@ def inspect_image(image: str, platform: Platform | None = None) -> InspectResult
             }
         )
     plats: tuple[str, ...] = ()
-    if img.indexes:
-        plats = tuple(str(d.platform) for d in img.indexes[0].manifests if d.platform)
-    p = img.config.platform
+    if res.indexes:
+        plats = tuple(str(d.platform) for d in res.indexes[0].manifests if d.platform)
     return InspectResult(
         image=str(sel.ref),
         entry_digest=str(sel.entry.digest),
         entry_media_type=sel.entry.media_type,
-        manifest_digest=str(img.manifest_desc.digest),
-        manifest_media_type=img.manifest.media_type,
-        config_digest=str(img.manifest.config.digest),
-        platform=str(p) if p else None,
+        manifest_digest=str(res.manifest_desc.digest),
+        manifest_media_type=res.document.media_type,
+        config_digest=str(m.config.digest) if m is not None else None,
+        platform=str(plat) if plat else None,
         created=cfg.get("created") if isinstance(cfg.get("created"), str) else None,
         layers=tuple(layers),
-        size=_manifest_size(img.manifest, img.manifest_desc),
+        size=res.manifest_desc.size + sum(d.size for d in parts) + (
+            m.config.size if m is not None else 0),
         labels=dict(c.get("Labels") or {}),
         entrypoint=c.get("Entrypoint"),
         cmd=c.get("Cmd"),
         env=list(c.get("Env") or []),
         platforms=plats,
         annotations=dict(sel.entry.annotations),
+        kind=res.kind.value,
+        artifact_type=res.document.artifact_type,
+        config_media_type=m.config.media_type if m is not None else None,
+        subject=content.subject.to_json() if content.subject is not None else None,
+        manifest_annotations=dict(content.annotations),
+        warnings=res.warnings,
     )
 
 
 def raw_document(image: str, kind: RawKind, platform: Platform | None = None) -> bytes:
-    """The raw bytes of the image's manifest, config, or index (index.json when none)."""
+    """The raw bytes of the image's (or artifact's) manifest, config, or index (index.json
+    when none)."""
     if kind == "index":
         ref = parse_image(image)
         if ref.ref is None and ref.digest is None:
@@ -231,8 +305,14 @@ def raw_document(image: str, kind: RawKind, platform: Platform | None = None) ->
         if mt.is_index(sel.entry.media_type):
             return sel.layout.read_blob(sel.entry)
         return sel.layout.read_index().raw
-    img = resolve_image(sel.layout, sel.entry, platform)
-    return img.manifest.raw if kind == "manifest" else img.config.raw
+    res = resolve_manifest(sel.layout, sel.entry, platform)
+    if kind == "manifest":
+        assert res.document.raw is not None
+        return res.document.raw
+    if res.manifest is None:
+        raise NotFoundError(f"{res.manifest_desc.digest} is {res.document.describe()}, which "
+                            "has no config")
+    return sel.layout.read_blob(res.manifest.config)
 
 
 @dataclass(frozen=True, slots=True)

@@ -104,7 +104,9 @@ def unpack_image(
     empty unless ``force``. On error DEST is left as far as it got.
     """
     start = time.monotonic()
-    img = open_image(image, platform)
+    img = open_image(image, platform, purpose="unpack")
+    for finding in img.warnings:
+        progress.note(f"warning: {finding.line()}")
     layers = img.manifest.layers
     diff_ids = img.config.diff_ids
     if len(diff_ids) != len(layers):
