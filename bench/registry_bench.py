@@ -1,9 +1,10 @@
-"""Time ``layouttool push``/``pull`` against ``skopeo copy`` on a loopback docker-registry.
+"""Time ``layouttool push``/``pull`` against ``skopeo copy`` on a loopback docker-registry,
+over plain HTTP and over TLS.
 
 Standalone::
 
     .venv/bin/python bench/registry_bench.py [LAYOUT:REF] [--size-mb 150] [--rounds 5]
-        [--json bench/out/registry_bench.json]
+        [--transports http,tls] [--json bench/out/registry_bench.json]
 
 Without a LAYOUT:REF it generates (once, cached under ``bench/out/work/registry``) an OCI image of
 gzip layers holding a mix of incompressible and text-like bytes, ``--size-mb`` uncompressed.
@@ -11,8 +12,10 @@ gzip layers holding a mix of incompressible and text-like bytes, ``--size-mb`` u
 Each push goes to a freshly started, empty registry (so neither tool can skip or mount a blob
 it saw before: skopeo keeps a blob-info cache and would mount across repositories); each pull
 goes into a fresh, empty directory from one registry seeded once. The two tools alternate,
-the order flipping every round, and the table shows medians. Both run with their defaults
-(plain HTTP on 127.0.0.1).
+the order flipping every round, and the table shows medians of wall time and of CPU time
+(user + system of the tool's process: what a busy machine inflates least). Over TLS both tools
+get the same certificate directory (the registry's CA, made by openssl for the run):
+``--cert-dir`` for us, ``--dest-cert-dir``/``--src-cert-dir`` for skopeo.
 """
 
 from __future__ import annotations
@@ -23,16 +26,14 @@ import hashlib
 import io
 import json
 import os
+import resource
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tarfile
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -40,49 +41,9 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
+from bench import registryd  # noqa: E402
+
 REF = "bench"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Registry:
-    """docker-registry with filesystem storage in ``root``, on 127.0.0.1."""
-
-    def __init__(self, root: Path) -> None:
-        binary = shutil.which("docker-registry")
-        if binary is None:
-            raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
-        self.root = root
-        root.mkdir(parents=True, exist_ok=True)
-        self.host = f"127.0.0.1:{free_port()}"
-        cfg = root / "config.yml"
-        cfg.write_text(
-            "version: 0.1\nlog:\n  level: error\n"
-            f"storage:\n  filesystem:\n    rootdirectory: {root / 'data'}\n"
-            f"http:\n  addr: {self.host}\n"
-        )
-        self.proc = subprocess.Popen([binary, "serve", str(cfg)], stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                urllib.request.urlopen(f"http://{self.host}/v2/", timeout=1).close()
-                return
-            except urllib.error.HTTPError:
-                return
-            except OSError:
-                if self.proc.poll() is not None or time.monotonic() > deadline:
-                    raise SystemExit("docker-registry did not start") from None
-                time.sleep(0.05)
-
-    def stop(self) -> None:
-        self.proc.terminate()
-        self.proc.wait(10)
-        shutil.rmtree(self.root, ignore_errors=True)
 
 
 def generate(dest: Path, size_mb: int) -> str:
@@ -131,14 +92,18 @@ def generate(dest: Path, size_mb: int) -> str:
     return f"{dest}:{REF}"
 
 
-def timed(argv: list[str]) -> float:
+def timed(argv: list[str]) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of one run of ``argv``, which must succeed."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     proc = subprocess.run(argv, capture_output=True)
     seconds = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(argv)} failed ({proc.returncode}):\n"
                          f"{proc.stderr.decode(errors='replace')[-2000:]}")
-    return seconds
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return seconds, cpu
 
 
 def layout_bytes(image: str) -> int:
@@ -146,80 +111,130 @@ def layout_bytes(image: str) -> int:
     return sum(p.stat().st_size for p in (path / "blobs").rglob("*") if p.is_file())
 
 
+class Bench:
+    """The tools' command lines for one transport (plain HTTP or TLS) and a registry maker."""
+
+    def __init__(self, transport: str, tmp: Path, image: str, skopeo: str, binary: str) -> None:
+        self.transport = transport
+        self.tmp = tmp
+        self.image = image
+        self.skopeo = skopeo
+        self.binary = binary
+        self.layout_path, _, self.ref = image.rpartition(":")
+        self.ours = [sys.executable, "-m", "layouttool", "-q"]
+        self.server: registryd.Pair | None = None
+        self.certs = tmp / "certs"
+        if transport == "tls":
+            ca = registryd.CA.make(tmp / "ca")
+            self.server = ca.issue(tmp / "ca", "server", ["127.0.0.1"])
+            self.certs.mkdir(parents=True, exist_ok=True)
+            shutil.copy(ca.cert, self.certs / "ca.crt")
+
+    def registry(self, name: str) -> registryd.RegistryD:
+        return registryd.start(self.binary, self.tmp / name, server=self.server)
+
+    def _ours_flags(self) -> list[str]:
+        return ["--cert-dir", str(self.certs)] if self.server else ["--insecure"]
+
+    def _skopeo_flags(self, side: str) -> list[str]:
+        if self.server:
+            return [f"--{side}-cert-dir", str(self.certs)]
+        return [f"--{side}-tls-verify=false"]
+
+    def push(self, tool: str, host: str) -> list[str]:
+        if tool == "layouttool":
+            return [*self.ours, "push", self.image, f"{host}/bench/app:1", *self._ours_flags()]
+        return [self.skopeo, "copy", "-q", *self._skopeo_flags("dest"),
+                f"oci:{self.layout_path}:{self.ref}", f"docker://{host}/bench/app:1"]
+
+    def pull(self, tool: str, host: str, out: Path) -> list[str]:
+        if tool == "layouttool":
+            return [*self.ours, "pull", f"{host}/bench/app:1", "-o", str(out), "--ref", "app",
+                    *self._ours_flags()]
+        return [self.skopeo, "copy", "-q", *self._skopeo_flags("src"),
+                f"docker://{host}/bench/app:1", f"oci:{out}:app"]
+
+
+def run_transport(bench: Bench, rounds: int) -> dict[str, dict[str, list[tuple[float, float]]]]:
+    """Every run's (wall, cpu) by op and tool."""
+    runs: dict[str, dict[str, list[tuple[float, float]]]] = {
+        op: {t: [] for t in ("layouttool", "skopeo")} for op in ("push", "pull")
+    }
+    for rnd in range(rounds):
+        order = ["layouttool", "skopeo"] if rnd % 2 == 0 else ["skopeo", "layouttool"]
+        for tool in order:
+            reg = bench.registry(f"push-{bench.transport}-{rnd}-{tool}")
+            try:
+                runs["push"][tool].append(timed(bench.push(tool, reg.host)))
+            finally:
+                reg.stop()
+                shutil.rmtree(reg.root, ignore_errors=True)
+    seeded = bench.registry(f"seeded-{bench.transport}")
+    try:
+        timed(bench.push("layouttool", seeded.host))
+        for rnd in range(rounds):
+            order = ["layouttool", "skopeo"] if rnd % 2 == 0 else ["skopeo", "layouttool"]
+            for tool in order:
+                out = bench.tmp / f"pull-{bench.transport}-{rnd}-{tool}"
+                runs["pull"][tool].append(timed(bench.pull(tool, seeded.host, out)))
+                shutil.rmtree(out)
+    finally:
+        seeded.stop()
+        shutil.rmtree(seeded.root, ignore_errors=True)
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     ap.add_argument("image", nargs="?", help="LAYOUT:REF to push (default: generate one)")
     ap.add_argument("--size-mb", type=int, default=150)
     ap.add_argument("--rounds", type=int, default=5)
+    ap.add_argument("--transports", default="http,tls",
+                    help="comma-separated: http (plain, on 127.0.0.1), tls (a test CA)")
     ap.add_argument("--work", type=Path, default=HERE / "out" / "work" / "registry")
     ap.add_argument("--json", type=Path, default=HERE / "out" / "registry_bench.json")
     args = ap.parse_args(argv)
     skopeo = shutil.which("skopeo")
     if skopeo is None:
         raise SystemExit("skopeo is not installed")
-    ours = [sys.executable, "-m", "layouttool", "-q"]
+    binary = registryd.which_registry()
+    if binary is None:
+        raise SystemExit("docker-registry is not installed (apt-get install docker-registry)")
+    transports = [t for t in args.transports.split(",") if t]
+    if not set(transports) <= {"http", "tls"}:
+        raise SystemExit(f"--transports: http and/or tls, not {args.transports!r}")
     args.work.mkdir(parents=True, exist_ok=True)
     image = args.image or generate(args.work / "image", args.size_mb)
-    layout_path, _, ref = image.rpartition(":")
     size = layout_bytes(image)
-
-    tools = {
-        "push": {
-            "layouttool": lambda host: [*ours, "push", image, f"{host}/bench/app:1",
-                                        "--insecure"],
-            "skopeo": lambda host: [skopeo, "copy", "-q", "--dest-tls-verify=false",
-                                    f"oci:{layout_path}:{ref}", f"docker://{host}/bench/app:1"],
-        },
-        "pull": {
-            "layouttool": lambda host, out: [*ours, "pull", f"{host}/bench/app:1", "-o", out,
-                                             "--insecure", "--ref", "app"],
-            "skopeo": lambda host, out: [skopeo, "copy", "-q", "--src-tls-verify=false",
-                                         f"docker://{host}/bench/app:1", f"oci:{out}:app"],
-        },
-    }
-    times: dict[str, dict[str, list[float]]] = {
-        op: {t: [] for t in ("layouttool", "skopeo")} for op in ("push", "pull")
-    }
-    with tempfile.TemporaryDirectory(dir=args.work) as tmp_s:
-        tmp = Path(tmp_s)
-        for rnd in range(args.rounds):
-            order = ["layouttool", "skopeo"] if rnd % 2 == 0 else ["skopeo", "layouttool"]
-            for tool in order:
-                reg = Registry(tmp / f"push-{rnd}-{tool}")
-                try:
-                    times["push"][tool].append(timed(tools["push"][tool](reg.host)))
-                finally:
-                    reg.stop()
-        seeded = Registry(tmp / "seeded")
-        try:
-            timed(tools["push"]["layouttool"](seeded.host))
-            for rnd in range(args.rounds):
-                order = ["layouttool", "skopeo"] if rnd % 2 == 0 else ["skopeo", "layouttool"]
-                for tool in order:
-                    out = tmp / f"pull-{rnd}-{tool}"
-                    times["pull"][tool].append(timed(tools["pull"][tool](seeded.host, str(out))))
-                    shutil.rmtree(out)
-        finally:
-            seeded.stop()
-
-    rows = []
+    mib = size / (1 << 20)
     result: dict[str, Any] = {"image": image, "bytes": size, "rounds": args.rounds,
-                              "cpus": os.cpu_count(), "results": {}}
-    for op, per_tool in times.items():
-        med = {t: statistics.median(v) for t, v in per_tool.items()}
-        result["results"][op] = {
-            t: {"median_s": round(med[t], 3), "runs_s": [round(x, 3) for x in v],
-                "mib_per_s": round(size / (1 << 20) / med[t], 1)}
-            for t, v in per_tool.items()
-        }
-        result["results"][op]["ratio_skopeo_over_layouttool"] = round(
-            med["skopeo"] / med["layouttool"], 2)
-        for t in ("layouttool", "skopeo"):
-            rows.append((op, t, f"{med[t]:.2f}", f"{size / (1 << 20) / med[t]:.0f}",
-                         " ".join(f"{x:.2f}" for x in per_tool[t])))
-    print(f"image {image}: {size / (1 << 20):.1f} MiB of blobs, {args.rounds} rounds, "
-          f"{os.cpu_count()} CPUs")
-    header = ("op", "tool", "median s", "MiB/s", "runs")
+                              "cpus": os.cpu_count(), "load": os.getloadavg()[0], "results": {}}
+    rows = []
+    with tempfile.TemporaryDirectory(dir=args.work) as tmp_s:
+        for transport in transports:
+            tmp = Path(tmp_s) / transport
+            bench = Bench(transport, tmp, image, skopeo, binary)
+            runs = run_transport(bench, args.rounds)
+            for op, per_tool in runs.items():
+                key = op if transport == "http" else f"{op}-tls"
+                med = {t: statistics.median(w for w, _ in v) for t, v in per_tool.items()}
+                cpu = {t: statistics.median(c for _, c in v) for t, v in per_tool.items()}
+                result["results"][key] = {
+                    t: {"median_s": round(med[t], 3), "cpu_median_s": round(cpu[t], 3),
+                        "runs_s": [round(w, 3) for w, _ in v],
+                        "cpu_runs_s": [round(c, 3) for _, c in v],
+                        "mib_per_s": round(mib / med[t], 1)}
+                    for t, v in per_tool.items()
+                }
+                result["results"][key]["ratio_skopeo_over_layouttool"] = round(
+                    med["skopeo"] / med["layouttool"], 2)
+                for t in ("layouttool", "skopeo"):
+                    rows.append((op, transport, t, f"{med[t]:.2f}", f"{cpu[t]:.2f}",
+                                 f"{mib / med[t]:.0f}",
+                                 " ".join(f"{w:.2f}" for w, _ in per_tool[t])))
+    print(f"image {image}: {mib:.1f} MiB of blobs, {args.rounds} rounds, "
+          f"{os.cpu_count()} CPUs, load {result['load']:.1f}")
+    header = ("op", "transport", "tool", "median s", "cpu s", "MiB/s", "runs (wall s)")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
     for r in [header, *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)))

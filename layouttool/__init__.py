@@ -97,6 +97,7 @@ if TYPE_CHECKING:
         untag_image,
     )
     from layouttool.ops.new import NewResult, new_image
+    from layouttool.ops.referrers import ReferrersResult, list_referrers
     from layouttool.ops.repack import RepackResult, repack_image
     from layouttool.ops.unpack import UnpackResult, unpack_image
     from layouttool.ops.verify import Problem, VerifyResult, verify_layout
@@ -163,6 +164,8 @@ _LAZY: dict[str, str] = {
     "diff_layers": "layouttool.ops.diff",
     "AttachResult": "layouttool.ops.attach",
     "attach_artifact": "layouttool.ops.attach",
+    "ReferrersResult": "layouttool.ops.referrers",
+    "list_referrers": "layouttool.ops.referrers",
 }
 
 __all__ = [
@@ -203,6 +206,7 @@ __all__ = [
     "Platform",
     "Problem",
     "Progress",
+    "ReferrersResult",
     "RepackResult",
     "ResolvedImage",
     "RootfsExportResult",
@@ -230,6 +234,7 @@ __all__ = [
     "init_layout",
     "inspect_image",
     "list_images",
+    "list_referrers",
     "new_image",
     "open_image",
     "repack_image",

@@ -316,10 +316,14 @@ class Proxy:
     parallel transfers overlap visibly)."""
 
     def __init__(self, upstream: str, rules: list[Rule] | None = None,
-                 delay: Callable[[str, str], float] | None = None) -> None:
+                 delay: Callable[[str, str], float] | None = None,
+                 extra_headers: Callable[[str, str, bytes], dict[str, str]] | None = None,
+                 ) -> None:
         self.upstream = upstream
         self.rules = rules or []
         self.delay = delay
+        #: (method, path, request body) -> headers added to the registry's response
+        self.extra_headers = extra_headers
         self.log: list[Seen] = []
         self._lock = threading.Lock()
         proxy = self
@@ -394,6 +398,9 @@ class Proxy:
                 h.send_header(k, v)
             if h.command != "HEAD":
                 h.send_header("Content-Length", str(len(data)))
+            if self.extra_headers is not None:
+                for k, v in self.extra_headers(h.command, h.path, body).items():
+                    h.send_header(k, v)
             h.end_headers()
             seen.status = resp.status
             if h.command != "HEAD":

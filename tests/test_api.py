@@ -349,8 +349,8 @@ def test_doctests_of_every_module(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
 
 
 def test_merged_filesystem_and_artifact_results_match_their_schemas(tmp_path: Path) -> None:
-    """export_rootfs, flatten_image, diff_images, diff_layers, attach_artifact: the library
-    calls give what the commands print with --json."""
+    """export_rootfs, flatten_image, diff_images, diff_layers, attach_artifact,
+    list_referrers: the library calls give what the commands print with --json."""
     oci = tmp_path / "oci"
     layouttool.import_docker_save(SAMPLE, oci)
     image = f"{oci}:layouttool-sample:1.0"
@@ -361,6 +361,7 @@ def test_merged_filesystem_and_artifact_results_match_their_schemas(tmp_path: Pa
         "diff": layouttool.diff_images(image, image),
         "flatten": layouttool.flatten_image(image, tag="flat"),
         "attach": layouttool.attach_artifact(image, [str(note)], artifact_type="text/plain"),
+        "referrers": layouttool.list_referrers(image),
     }
     layers = layouttool.diff_layers(image)
     for command, result in [*docs.items(), ("diff", layers)]:

@@ -84,7 +84,7 @@ def test_attach_writes_an_oci_artifact_manifest(tmp_path: Path) -> None:
     assert listed[0] == subject
     assert listed[1] == {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                          "digest": doc["digest"], "size": len(raw), "artifactType": SBOM}
-    assert run_cli("verify", layout).code == 0
+    assert run_cli("verify", "--strict", "--deep", layout).code == 0
 
 
 def test_attaching_the_same_again_lists_it_once_and_is_reproducible(tmp_path: Path) -> None:

@@ -59,3 +59,7 @@ def test_tutorial_runs(tmp_path: Path):
     inspect = subprocess.run([sys.executable, "-m", "layouttool", "inspect", "oci:hello:flat",
                               "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
     assert len(json.loads(inspect.stdout)["layers"]) == 1
+    found = subprocess.run([sys.executable, "-m", "layouttool", "referrers", "oci:hello",
+                            "--json"], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert [m["artifactType"] for m in json.loads(found.stdout)["manifests"]] == [
+        "application/spdx+json"]

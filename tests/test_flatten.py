@@ -86,7 +86,7 @@ def test_flatten_moves_the_ref_and_keeps_the_rest(tmp_path: Path) -> None:
     assert cfg["history"][0]["created_by"] == "layouttool flatten"
     assert cfg["created"] == cfg["history"][0]["created"] == "2023-11-14T22:13:20Z"
     assert doc["layersBefore"] == 2 and doc["entries"] == 2
-    assert run_cli("verify", layout).code == 0
+    assert run_cli("verify", "--strict", "--deep", layout).code == 0
 
 
 def test_tag_leaves_the_original(tmp_path: Path) -> None:
@@ -192,4 +192,4 @@ def test_flatten_one_platform_of_an_index(tmp_path: Path) -> None:
     assert new_amd["digest"] == doc["manifestDigest"]
     assert new_amd["platform"] == {"os": "linux", "architecture": "amd64"}
     assert len(blob(layout, doc["manifestDigest"])["layers"]) == 1
-    assert run_cli("verify", layout).code == 0
+    assert run_cli("verify", "--strict", "--deep", layout).code == 0

@@ -30,7 +30,7 @@ JSON_COMMANDS = (
     "init", "ls", "inspect", "verify", "tag", "untag", "from-docker-save", "convert",
     "unpack", "to-docker-save", "gc", "push", "pull",
     "new", "append", "config", "repack",
-    "export", "diff", "flatten", "attach",
+    "export", "diff", "flatten", "attach", "referrers",
     "login", "logout",
 )
 
@@ -277,6 +277,17 @@ def test_attach_json(imported: Path, tmp_path: Path) -> None:
     assert doc["layers"][0]["annotations"] == {"org.opencontainers.image.title": "note.txt"}
     assert doc["digest"] in [e["digest"] for e in index_entries(imported)]
     assert json.loads(blob(imported, doc["digest"]).read_bytes())["subject"] == doc["subject"]
+
+
+def test_referrers_json(imported: Path, tmp_path: Path) -> None:
+    need("referrers")
+    note = tmp_path / "note.txt"
+    note.write_text("hello\n")
+    image = f"{imported}:{sample_tags()[0]}"
+    art = run_json("attach", image, note, "--artifact-type", "text/plain")
+    doc = run_json("referrers", image)
+    assert [(m["digest"], m["artifactType"]) for m in doc["manifests"]] == [
+        (art["digest"], "text/plain")]
 
 
 def test_to_docker_save_json(imported: Path, tmp_path: Path) -> None:

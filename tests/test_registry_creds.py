@@ -221,13 +221,12 @@ def test_login_writes_0600_skopeo_reads_it_then_logout(registry, home, tmp_path,
         "auths": {registry.host: {"auth": _b64(f"alice:{PASSWORD}")}}}
     assert PASSWORD not in r.stdout + r.stderr
     assert not [p for p in path.parent.iterdir() if p.name != "auth.json"]  # no temp file left
-    # push with what login kept; skopeo, given the same file, reads it
+    # push with what login kept; skopeo, in the same environment, finds the same file itself
     src = make_image(tmp_path / "src", [2500])
     target = f"{registry.host}/creds/login:1"
     assert cli("push", f"{src.root}:img", target).code == 0
     certs = home / "certs.d" / registry.host
-    info = json.loads(sh(skopeo, "inspect", "--cert-dir", certs, "--authfile", path,
-                         f"docker://{target}").stdout)
+    info = json.loads(sh(skopeo, "inspect", "--cert-dir", certs, f"docker://{target}").stdout)
     assert info["Digest"] == str(src.read_index().manifests[0].digest)
     r = cli("logout", registry.host, "--json")
     assert r.code == 0, r.stderr
@@ -263,7 +262,7 @@ def test_login_and_logout_through_the_configured_helper(registry, home, helper, 
     assert helper.held() == {}
 
 
-def test_skopeo_login_file_is_read(registry, home, tmp_path, cli, skopeo):
+def test_skopeo_login_file_is_read(registry, home, tmp_path, cli, skopeo, monkeypatch):
     authfile = tmp_path / "skopeo-auth.json"
     certs = home / "certs.d" / registry.host
     sh(skopeo, "login", "--authfile", authfile, "--cert-dir", certs, "-u", "alice",
@@ -275,6 +274,13 @@ def test_skopeo_login_file_is_read(registry, home, tmp_path, cli, skopeo):
             authfile)
     assert r.code == 0, r.stderr
     assert verify_layout(tmp_path / "p").ok
+    # REGISTRY_AUTH_FILE, for both tools: we push, skopeo reads
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(authfile))
+    other = make_image(tmp_path / "other", [900], seed=10)
+    assert cli("push", f"{other.root}:img", f"{registry.host}/creds/env:1").code == 0
+    info = json.loads(sh(skopeo, "inspect", "--cert-dir", certs,
+                         f"docker://{registry.host}/creds/env:1").stdout)
+    assert info["Digest"] == str(other.read_index().manifests[0].digest)
 
 
 def test_secrets_never_in_repr():

@@ -386,6 +386,49 @@ def test_blob_longer_than_its_descriptor_is_exit_5(fake, tmp_path, cli):
     assert not Layout.open(dest).has_blob(Digest.parse(layer))
 
 
+def test_manifest_over_4_mib_is_refused(fake, tmp_path, cli):
+    raw = _fake_image(fake, "x")
+    doc = json.loads(raw)
+    doc["annotations"] = {"padding": "x" * (4 << 20)}
+    fake.manifest("x", "1", json.dumps(doc).encode(), mt.MT_OCI_MANIFEST)
+    dest = tmp_path / "dest"
+    r = cli("pull", f"{fake.host}/x:1", "-o", dest, "--insecure")
+    assert r.code == 4
+    assert "is over 4 MiB; refused" in _one_error_line(r.stderr)
+    assert not dest.exists()
+
+
+def test_endless_redirects_stop(fake, tmp_path, cli):
+    raw = _fake_image(fake, "x")
+    layer = json.loads(raw)["layers"][0]["digest"]
+    path = f"/v2/x/blobs/{layer}"
+    fake.routes[("GET", path)] = (307, {"Location": path}, b"")  # to itself, forever
+    fake.manifest("x", "1", raw, mt.MT_OCI_MANIFEST)
+    dest = tmp_path / "dest"
+    r = cli("pull", f"{fake.host}/x:1", "-o", dest, "--insecure")
+    assert r.code == 1
+    assert "too many redirects" in _one_error_line(r.stderr)
+    assert sum(1 for m, p, _ in fake.log if m == "GET" and p == path) == 6  # 1 + 5 redirects
+    assert Layout.open(dest).read_index().manifests == ()
+
+
+def test_upload_that_never_completes_stops(fake, tmp_path, cli):
+    """A registry that opens upload sessions and never takes the closing PUT (202 each time):
+    the push gives up after its retries, with one line."""
+    src = make_image(tmp_path / "src", [100])
+    fake.routes[("POST", "/v2/x/blobs/uploads/")] = (
+        202, {"Location": "/v2/x/blobs/uploads/session"}, b"")
+    fake.routes[("PUT", "/v2/x/blobs/uploads/session")] = (
+        503, {"Content-Type": "application/json"},
+        b'{"errors":[{"code":"UNAVAILABLE","message":"try again"}]}')
+    r = cli("push", f"{src.root}:img", f"{fake.host}/x:1", "--insecure", "--retries", "2",
+            "-j", "1")
+    assert r.code == 1
+    assert "UNAVAILABLE" in _one_error_line(r.stderr)
+    puts = sum(1 for m, p, _ in fake.log if m == "PUT")
+    assert puts == 3  # the first try and two retries of the whole upload, then no more
+
+
 def test_redirect_to_another_host_carries_no_authorization(tmp_path):
     """A blob GET redirected elsewhere (a CDN) must not take the registry's credentials along."""
     cdn = FakeRegistry()

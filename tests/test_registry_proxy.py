@@ -80,6 +80,15 @@ def test_push_and_pull_through_connect_and_skopeo_too(
     info = json.loads(sh(skopeo, "inspect", "--cert-dir", certs, f"docker://{target}").stdout)
     assert info["Digest"] == str(src.read_index().manifests[0].digest)
     assert [p.target for p in proxy.log[before:]][:1] == [_name(tls_registry)]
+    # skopeo pushes through it; we pull what it pushed, through it
+    other = make_image(tmp_path / "other", [3000], seed=int(variable.isupper()) + 10)
+    skopeo_target = f"{_name(tls_registry)}/proxied/from-skopeo-{variable.lower()}:1"
+    sh(skopeo, "copy", "-q", "--dest-cert-dir", certs, f"oci:{other.root}:img",
+       f"docker://{skopeo_target}")
+    before = len(proxy.log)
+    r = cli("pull", skopeo_target, "-o", tmp_path / "from-skopeo", "--cert-dir", certs)
+    assert r.code == 0, r.stderr
+    assert len(proxy.log) > before and verify_layout(tmp_path / "from-skopeo").ok
 
 
 def test_no_proxy_sends_it_direct(tls_registry, pki, proxy, tmp_path, cli, monkeypatch):

@@ -136,3 +136,23 @@ def test_gc_keeps_everything_reachable(made: tuple[str, Made]) -> None:
     # gc warns about what verify warns about (the same reader)
     assert {w["code"] for w in doc["warnings"]} <= EXPECT[name].warnings
     assert json.loads(run_cli("gc", "--json", m.root).stdout)["count"] == 0
+
+
+@pytest.mark.parametrize("name", ["helm-chart", "old-style-artifact", "oras-empty-config"])
+def test_export_and_convert_refuse_an_artifact_in_one_line(name: str, tmp_path: Path) -> None:
+    m = SHAPES[name](tmp_path / "oci")
+    (image,) = m.images.values()
+    for argv, verb in (
+        (["to-docker-save", image, "-o", tmp_path / "out.tar"], "export"),
+        (["convert", image, "--compression", "zstd"], "convert"),
+    ):
+        before = blobs(m.root)
+        r = run_cli(*argv)
+        assert r.code == 4, r.stderr
+        (line,) = r.stderr.splitlines()
+        assert "is an artifact (" in line and f"nothing to {verb}" in line
+        assert blobs(m.root) == before and not (tmp_path / "out.tar").exists()
+    # converting the whole layout copies the artifact unchanged instead
+    r = run_cli("convert", m.root, "--compression", "zstd", "-o", tmp_path / "all")
+    assert r.code == 0, r.stderr
+    assert run_cli("verify", tmp_path / "all").code == 0

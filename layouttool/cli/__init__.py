@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "diff": ("cmd_merge", "diff_cmd", "Layouts"),
     "flatten": ("cmd_merge", "flatten_cmd", "Transform"),
     "attach": ("cmd_artifact", "attach_cmd", "Layouts"),
+    "referrers": ("cmd_artifact", "referrers_cmd", "Layouts"),
     "push": ("cmd_remote", "push_cmd", "Registries"),
     "pull": ("cmd_remote", "pull_cmd", "Registries"),
     "login": ("cmd_remote", "login_cmd", "Registries"),

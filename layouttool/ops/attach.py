@@ -23,11 +23,13 @@ from typing import Any
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
-from layouttool.errors import InvalidInputError, NotFoundError, from_oserror
-from layouttool.model import Descriptor, dump_json, parse_index, parse_json, parse_manifest
+from layouttool.errors import InvalidInputError, NotFoundError, UnsupportedError, from_oserror
+from layouttool.model import Descriptor, dump_json, parse_manifest
+from layouttool.ops.common import read_checked, select
 from layouttool.ops.edit import source_date_epoch, timestamp
 from layouttool.progress import NULL_PROGRESS, Progress
-from layouttool.refs import parse_image, resolve
+from layouttool.reader import Kind
+from layouttool.refs import parse_image
 from layouttool.store import Layout
 
 #: the empty JSON object, the config of an artifact that has none (image-spec manifest.md)
@@ -60,32 +62,30 @@ def split_file_arg(arg: str) -> tuple[Path, str]:
 
 
 def subject_of(image: str) -> tuple[Layout, Descriptor]:
-    """The layout IMAGE is in and the descriptor of the document it names: an ``index.json``
-    entry (by ref or digest), or by digest any manifest or index stored in the layout (a
-    platform's manifest inside an index, say)."""
+    """The layout IMAGE is in and the descriptor of the document it names: what
+    :func:`~layouttool.ops.common.select` finds (an index.json entry by ref or digest, or one
+    inside an index), else, by digest, any manifest or index stored in the layout (an artifact
+    nothing lists, so that its own referrers can point at it). The media type is the
+    document's own, as the reader classifies it."""
     ref = parse_image(image)
-    layout = Layout.open(ref.layout)
-    index = layout.read_index()
-    if ref.digest is not None and not any(d.digest == ref.digest for d in index.manifests):
-        return layout, _stored_document(layout, ref.digest)
-    entry = resolve(index, ref.ref, ref.digest, ref.layout)
-    return layout, Descriptor(entry.media_type, entry.digest, entry.size)
-
-
-def _stored_document(layout: Layout, digest: Digest) -> Descriptor:
-    if not layout.has_blob(digest):
-        raise NotFoundError(f"{layout.root}: no image or blob with digest {digest}")
-    size = os.lstat(layout.blob_path(digest)).st_size
-    raw = layout.read_blob(Descriptor(mt.MT_OCI_MANIFEST, digest, size))
-    doc = parse_json(raw, f"blob {digest}")
-    declared = doc.get("mediaType") if isinstance(doc, dict) else None
-    if (isinstance(declared, str) and mt.is_index(declared)) or (
-        declared is None and isinstance(doc, dict) and "manifests" in doc
-    ):
-        parse_index(raw, f"index {digest}")
-        return Descriptor(declared or mt.MT_OCI_INDEX, digest, size)
-    man = parse_manifest(raw, f"blob {digest}")
-    return Descriptor(man.media_type, digest, size)
+    try:
+        sel = select(ref)
+        layout, desc = sel.layout, sel.entry
+    except NotFoundError:
+        if ref.digest is None:
+            raise
+        layout = Layout.open(ref.layout)
+        if not layout.has_blob(ref.digest):
+            raise NotFoundError(
+                f"{layout.root}: no image or blob with digest {ref.digest}") from None
+        size = os.lstat(layout.blob_path(ref.digest)).st_size
+        desc = Descriptor(mt.MT_OCI_MANIFEST, ref.digest, size)
+    doc = read_checked(layout, desc, f"{desc.digest}")
+    if doc.kind not in (Kind.IMAGE, Kind.ARTIFACT, Kind.INDEX):
+        raise UnsupportedError(
+            f"{desc.digest} is {doc.describe()}: not a manifest or index to refer to"
+        )
+    return layout, Descriptor(doc.media_type, desc.digest, desc.size)
 
 
 @dataclass(frozen=True, slots=True)

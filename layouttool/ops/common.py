@@ -10,7 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from layouttool.errors import InvalidInputError, NotFoundError, UnsupportedError
+from layouttool.digest import Digest
+from layouttool.errors import IntegrityError, InvalidInputError, NotFoundError, UnsupportedError
 from layouttool.model import Descriptor, ImageConfig, Index, Manifest, Platform, parse_config
 from layouttool.reader import Document, Finding, Kind, read_document
 from layouttool.refs import ImageRef, parse_image, pick_platform, resolve
@@ -67,6 +68,16 @@ class ResolvedImage:
     config: ImageConfig
     #: what the reader found odd on the way down
     warnings: tuple[Finding, ...] = ()
+
+    def layer_diff_ids(self, what: str) -> tuple[Digest, ...]:
+        """The config's diff_ids, one per manifest layer, or IntegrityError naming ``what``."""
+        layers, diff_ids = self.manifest.layers, self.config.diff_ids
+        if len(diff_ids) != len(layers):
+            raise IntegrityError(
+                f"image {what}: the manifest has {len(layers)} layers but the config lists "
+                f"{len(diff_ids)} diff_ids"
+            )
+        return diff_ids
 
 
 def select(image: str | ImageRef) -> Selected:

@@ -14,7 +14,7 @@ from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 
 from layouttool import mediatypes as mt
-from layouttool.errors import IntegrityError, LayoutToolError
+from layouttool.errors import LayoutToolError
 from layouttool.layers import plain_layer
 from layouttool.lazy import ESTARGZ_OWN_ENTRIES
 from layouttool.model import Descriptor
@@ -90,12 +90,7 @@ def merge_image(
     changed (diff --layers).
     """
     layers = img.manifest.layers
-    diff_ids = img.config.diff_ids
-    if len(diff_ids) != len(layers):
-        raise IntegrityError(
-            f"image {img.manifest_desc.digest}: the manifest has {len(layers)} layers but the "
-            f"config lists {len(diff_ids)} diff_ids"
-        )
+    diff_ids = img.layer_diff_ids(str(img.manifest_desc.digest))
     tree = MergedTree(track=track)
     stats = []
     for i, desc in enumerate(layers):

@@ -108,12 +108,7 @@ def unpack_image(
     for finding in img.warnings:
         progress.note(f"warning: {finding.line()}")
     layers = img.manifest.layers
-    diff_ids = img.config.diff_ids
-    if len(diff_ids) != len(layers):
-        raise IntegrityError(
-            f"image {image}: the manifest has {len(layers)} layers but the config lists "
-            f"{len(diff_ids)} diff_ids"
-        )
+    diff_ids = img.layer_diff_ids(image)
     for layer in layers:
         if not mt.is_layer(layer.media_type):
             raise UnsupportedError(

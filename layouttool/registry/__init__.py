@@ -3,10 +3,17 @@
 Each module owns one thing:
 
 * :mod:`~layouttool.registry.reference`: ``REGISTRY/REPO[:TAG|@DIGEST]`` references;
-* :mod:`~layouttool.registry.credentials`: where a registry's credentials come from;
-* :mod:`~layouttool.registry.transport`: HTTP connections, retries, ``Location`` resolution;
+* :mod:`~layouttool.registry.credentials`: where a registry's credentials come from (auth
+  files, in containers' and Docker's order) and where ``login`` keeps them;
+* :mod:`~layouttool.registry.credhelper`: the Docker credential-helper protocol;
+* :mod:`~layouttool.registry.tls`: the certificate directory, the TLS context, TLS errors;
+* :mod:`~layouttool.registry.proxy`: ``HTTPS_PROXY``/``HTTP_PROXY``/``NO_PROXY``;
+* :mod:`~layouttool.registry.transport`: HTTP connections (direct, or through a proxy),
+  retries, ``Location`` resolution;
 * :mod:`~layouttool.registry.auth`: answering Basic and Bearer challenges, the token cache;
-* :mod:`~layouttool.registry.client`: the distribution API (manifests, blobs, uploads, mounts);
+* :mod:`~layouttool.registry.client`: the distribution API (manifests, blobs, uploads, mounts,
+  the referrers API);
+* :mod:`~layouttool.registry.referrers`: referrers through the API or the fallback tag;
 * :mod:`~layouttool.registry.errors`: the errors, and how registry text enters a message.
 
 Only the registry commands import this package (``layouttool ls`` never pays for it).

@@ -23,16 +23,19 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import threading
 import time
 import urllib.parse
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Final
 
 from layouttool import mediatypes as mt
 from layouttool.codec import Reader
 from layouttool.digest import Digest
 from layouttool.errors import IntegrityError, InvalidInputError, LayoutToolError
+from layouttool.model import Descriptor, parse_index
 from layouttool.registry.auth import Authenticator, parse_challenge
 from layouttool.registry.credentials import Credentials, lookup
 from layouttool.registry.errors import (
@@ -48,8 +51,8 @@ from layouttool.registry.transport import Body, Response, Target, Transport
 
 #: uploads larger than this go in PATCH chunks of this size (read at call time: tests lower it)
 UPLOAD_CHUNK = 16 << 20
-#: manifests and indexes larger than this are refused (distribution's own limit is 4 MiB)
-MANIFEST_CAP: Final = 16 << 20
+#: manifests and indexes larger than this are refused (distribution's own limit)
+MANIFEST_CAP: Final = 4 << 20
 MANIFEST_ACCEPT: Final = ", ".join(
     [
         mt.MT_OCI_INDEX,
@@ -61,6 +64,27 @@ MANIFEST_ACCEPT: Final = ", ".join(
     ]
 )
 _REDIRECTS: Final = (301, 302, 303, 307, 308)
+#: the most pages of a referrers list followed (a registry that links to itself forever)
+_MAX_PAGES: Final = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What the registry said about a manifest it stored."""
+
+    #: ``Docker-Content-Digest``
+    digest: str | None
+    #: ``OCI-Subject``: the registry indexed the manifest's subject (it has the referrers API)
+    subject: str | None
+
+
+def _next_link(header: str | None) -> str | None:
+    """The ``rel="next"`` URL of a ``Link`` header (RFC 8288), if any."""
+    for part in (header or "").split(","):
+        url, _, params = part.partition(";")
+        if re.search(r'\brel="?next"?', params) and url.strip().startswith("<"):
+            return url.strip()[1:].split(">", 1)[0]
+    return None
 
 
 class Client:
@@ -127,6 +151,8 @@ class Client:
         self.auth = Authenticator(self.transport, creds, insecure=insecure)
         self._lock = threading.Lock()
         self._uploaded = 0
+        #: whether the registry has the referrers API (None: not known yet)
+        self.referrers_api: bool | None = None
 
     @property
     def creds(self) -> tuple[str, str] | None:
@@ -344,8 +370,8 @@ class Client:
             )
         return data, ctype, digest
 
-    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> str | None:
-        """Upload a manifest; returns the digest the registry reports."""
+    def put_manifest(self, repo: str, reference: str, data: bytes, media_type: str) -> Pushed:
+        """Upload a manifest; returns what the registry says it stored."""
         with self.request(
             "PUT",
             f"/v2/{repo}/manifests/{reference}",
@@ -356,7 +382,56 @@ class Client:
             what=f"manifest {repo}:{reference}",
         ) as resp:
             resp.read()
-        return resp.header("Docker-Content-Digest")
+        subject = resp.header("OCI-Subject")
+        if subject is not None:
+            self.referrers_api = True  # only a registry with the referrers API says this
+        return Pushed(resp.header("Docker-Content-Digest"), subject)
+
+    def referrers(
+        self, repo: str, digest: Digest, artifact_type: str | None = None
+    ) -> list[Descriptor] | None:
+        """The referrers of ``digest`` through the referrers API (every page), filtered by
+        ``artifact_type``; None when the registry answers 404: it has no such API (then
+        :attr:`referrers_api` remembers it, and the caller reads the fallback tag)."""
+        if self.referrers_api is False:
+            return None
+        path = f"/v2/{repo}/referrers/{digest}"
+        if artifact_type:
+            path += "?" + urllib.parse.urlencode({"artifactType": artifact_type})
+        target: str | Target = path
+        found: list[Descriptor] = []
+        for page in range(_MAX_PAGES):
+            with self.request(
+                "GET",
+                target,
+                scope=self.scope(repo),
+                headers={"Accept": mt.MT_OCI_INDEX},
+                allow=(404,),
+                what=f"referrers of {digest}",
+            ) as resp:
+                data = resp.read(MANIFEST_CAP + 1)
+            if resp.status == 404:
+                if page == 0:
+                    self.referrers_api = False
+                    return None
+                raise RegistryError(f"{self.registry}: referrers of {digest}: a next page is gone")
+            self.referrers_api = True
+            if len(data) > MANIFEST_CAP:
+                raise InvalidInputError(
+                    f"{self.registry}: referrers of {digest}: over {MANIFEST_CAP >> 20} MiB; "
+                    "refused"
+                )
+            index = parse_index(data, f"{self.registry}: referrers of {digest}", mt.MT_OCI_INDEX)
+            found.extend(
+                d for d in index.manifests if not artifact_type or d.artifact_type == artifact_type
+            )
+            nxt = _next_link(resp.header("Link"))
+            if nxt is None:
+                return found
+            target = self.resolve(nxt, resp.target)
+        raise RegistryError(
+            f"{self.registry}: referrers of {digest}: more than {_MAX_PAGES} pages; refused"
+        )
 
     def mount_blob(self, repo: str, digest: Digest, source_repo: str) -> tuple[bool, Target | None]:
         """Ask the registry to mount a blob from another repository.
@@ -510,4 +585,4 @@ class _Closing:
             close()
 
 
-__all__ = ["MANIFEST_ACCEPT", "MANIFEST_CAP", "UPLOAD_CHUNK", "Body", "Client"]
+__all__ = ["MANIFEST_ACCEPT", "MANIFEST_CAP", "UPLOAD_CHUNK", "Body", "Client", "Pushed"]
