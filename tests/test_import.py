@@ -25,7 +25,7 @@ from layerbuild import build_layer
 from layouttool import codec
 from layouttool import mediatypes as mt
 from layouttool.errors import NotFoundError, SizeLimitError, UnsupportedError
-from layouttool.ops import importer
+from layouttool.ops.importer import archive as importer_archive
 from layouttool.ops.importer import import_docker_save
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -782,7 +782,7 @@ def _import_on_16_cpus(
     monkeypatch.setattr(codec, "_cpus", lambda: 16)
     seen = _Spooled()
     lock = threading.Lock()
-    real = importer.spool_layer
+    real = importer_archive.spool_layer
 
     def spy(*args: Any, **kw: Any) -> Any:
         with lock:
@@ -796,7 +796,7 @@ def _import_on_16_cpus(
             with lock:
                 seen.running -= 1
 
-    monkeypatch.setattr(importer, "spool_layer", spy)
+    monkeypatch.setattr(importer_archive, "spool_layer", spy)
     data = docker_save_bytes([random_image(random.Random(layers), ["x:1"], layers=layers)])
     tar = tmp_path / "x.tar"
     tar.write_bytes(data)
