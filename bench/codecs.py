@@ -70,7 +70,7 @@ def gzip_blocks(level: int) -> Callable[[bytes], int]:
         tail = b""
         for i in range(0, len(data), BLOCK):
             block = data[i:i + BLOCK]
-            n += len(_deflate_block(level, block, tail)[0])
+            n += sum(len(part) for part in _deflate_block(level, block, tail)[0])
             tail = block[-WINDOW:]
         return n
     return run

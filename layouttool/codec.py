@@ -508,10 +508,19 @@ def open_decompress(src: Reader, compression: Compression, *, what: str = "strea
     return _Guarded(inner, compression, what)
 
 
+#: a piece of an encoder's output: bytes, or a view of the input (stored blocks)
+Part = bytes | memoryview
+
+
 class Encoder(Protocol):
     """A streaming compressor: feed bytes, then flush once."""
 
     def compress(self, data: bytes | bytearray | memoryview, /) -> bytes: ...
+
+    def compress_parts(self, data: bytes, /) -> list[Part]:
+        """Like :meth:`compress`, as the pieces it would join (a writer takes them as they
+        are: one copy less of every output byte)."""
+        ...
 
     def flush(self) -> bytes: ...
 
@@ -519,6 +528,9 @@ class Encoder(Protocol):
 class _Identity:
     def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
         return bytes(data)
+
+    def compress_parts(self, data: bytes, /) -> list[Part]:
+        return [data]
 
     def flush(self) -> bytes:
         return b""
@@ -547,6 +559,9 @@ class _ZstdEncoder:
 
     def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
         return self._obj.compress(data)
+
+    def compress_parts(self, data: bytes, /) -> list[Part]:
+        return [self._obj.compress(data)]
 
     def flush(self) -> bytes:
         return self._obj.flush()
@@ -624,20 +639,21 @@ def _incompressible(data: bytes) -> bool:
     return True
 
 
-def _stored_blocks(data: bytes) -> bytes:
-    """``data`` as stored (uncompressed) deflate blocks, starting and ending byte-aligned."""
+def _stored_blocks(data: bytes) -> list[Part]:
+    """``data`` as stored (uncompressed) deflate blocks, starting and ending byte-aligned: the
+    block headers and views of ``data`` between them."""
     view = memoryview(data)
-    out: list[bytes | memoryview] = []
+    out: list[Part] = []
     for i in range(0, len(data), _STORED_MAX):
         piece = view[i : i + _STORED_MAX]
         n = len(piece)
         # BFINAL=0, BTYPE=00, padded to the byte; then LEN and its ones' complement
         out.append(b"\x00" + struct.pack("<HH", n, n ^ 0xFFFF))
         out.append(piece)
-    return b"".join(out)
+    return out
 
 
-def _deflate_block(level: int, data: bytes, zdict: bytes) -> tuple[bytes, int]:
+def _deflate_block(level: int, data: bytes, zdict: bytes) -> tuple[list[Part], int]:
     """Raw deflate of one block, ended by a sync flush (so blocks concatenate), and its CRC.
 
     ISA-L (levels 0-3) and zlib (4-9) both release the GIL while they work. A block that does
@@ -651,7 +667,7 @@ def _deflate_block(level: int, data: bytes, zdict: bytes) -> tuple[bytes, int]:
         c = lib.compressobj(level, lib.DEFLATED, -15, 9, lib.Z_DEFAULT_STRATEGY, zdict)
     else:
         c = lib.compressobj(level, lib.DEFLATED, -15)
-    return c.compress(data) + c.flush(lib.Z_SYNC_FLUSH), isal_zlib.crc32(data)
+    return [c.compress(data), c.flush(lib.Z_SYNC_FLUSH)], isal_zlib.crc32(data)
 
 
 class _BlockGzipEncoder:
@@ -671,7 +687,7 @@ class _BlockGzipEncoder:
         # at once (each given CPUs / jobs) keep the pool busy, and memory stays about
         # 2 x CPUs MiB of blocks in flight whatever the number of jobs
         self._depth = 2 * threads
-        self._pending: collections.deque[tuple[Future[tuple[bytes, int]], int]] = (
+        self._pending: collections.deque[tuple[Future[tuple[list[Part], int]], int]] = (
             collections.deque()
         )
         self._buf = bytearray()
@@ -685,21 +701,24 @@ class _BlockGzipEncoder:
         self._tail = block[-_DEFLATE_WINDOW:]
         self._pending.append((fut, len(block)))
 
-    def _collect(self, out: list[bytes]) -> None:
+    def _collect(self, out: list[Part]) -> None:
         fut, n = self._pending.popleft()
-        data, crc = fut.result()
+        parts, crc = fut.result()
         self._crc = isal_zlib.crc32_combine(self._crc, crc, n)
         self._size += n
-        out.append(data)
+        out.extend(parts)
 
-    def _drain(self, out: list[bytes], *, everything: bool) -> None:
+    def _drain(self, out: list[Part], *, everything: bool) -> None:
         while self._pending and (
             everything or len(self._pending) > self._depth or self._pending[0][0].done()
         ):
             self._collect(out)
 
     def compress(self, data: bytes | bytearray | memoryview, /) -> bytes:
-        out: list[bytes] = []
+        return b"".join(self.compress_parts(data))
+
+    def compress_parts(self, data: bytes | bytearray | memoryview, /) -> list[Part]:
+        out: list[Part] = []
         if not self._started:
             self._started = True
             out.append(_GZIP_HEADER)
@@ -713,10 +732,10 @@ class _BlockGzipEncoder:
                 # one large call must not queue all of its blocks at once (memory)
                 self._drain(out, everything=False)
         self._drain(out, everything=False)
-        return b"".join(out)
+        return out
 
     def flush(self) -> bytes:
-        out = [] if self._started else [_GZIP_HEADER]
+        out: list[Part] = [] if self._started else [_GZIP_HEADER]
         self._started = True
         if self._buf:
             self._submit(bytes(self._buf))
@@ -783,6 +802,7 @@ __all__ = [
     "Encoder",
     "HashingReader",
     "LimitReader",
+    "Part",
     "PeekReader",
     "PrefetchReader",
     "Reader",

@@ -244,8 +244,9 @@ def spool_layer(
             # so the encoder always gets exactly CHUNK-sized pieces: the blob digest then
             # depends on the content only, not on how the source happens to return its reads
             while data := _read_full(feed, CHUNK):
-                if encoder is not None and (piece := encoder.compress(data)):
-                    w.write(piece)
+                if encoder is not None:
+                    # the pieces as they are (blocks, views of stored input): no join
+                    w.write_parts(encoder.compress_parts(data))
         finally:
             if ahead is not None:
                 ahead.close()

@@ -41,67 +41,42 @@ V1_ONLY_KEYS: Final = ("id", "parent", "Size", "parent_id", "layer_id", "throwaw
 #: JSONs from Docker before this version go through the V1Image struct first
 NO_FALLBACK_MIN_VERSION: Final = "1.8.3"
 
-_HEX: Final = "0123456789abcdef"
-_WS: Final = frozenset(b" \t\r\n")
 
 
 # ----------------------------------------------------------------------------- Go's encoding
+#: what Go's encoder escapes in a string (HTML-safe): quote, backslash, controls, < > &,
+#: U+2028/U+2029; a lone surrogate (from a "\ud800" escape) was decoded to U+FFFD
+_GO_ESCAPED: Final = re.compile('["\\\\\x00-\x1f<>&\u2028\u2029\ud800-\udfff]')
+_GO_SHORT: Final = {'"': '\\"', "\\": "\\\\", "\n": "\\n", "\r": "\\r", "\t": "\\t"}
+#: a JSON string token, or a run of insignificant whitespace (only outside strings)
+_STRING_OR_SPACE: Final = re.compile(rb'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\r\n]+', re.DOTALL)
+#: what Go's compaction escapes: < > & and U+2028/U+2029 (valid JSON has them in strings only)
+_COMPACT_ESCAPES: Final = tuple(
+    (ch.encode(), f"\\u{ord(ch):04x}".encode()) for ch in "<>&\u2028\u2029"
+)
+
+
+def _go_escape(m: re.Match[str]) -> str:
+    ch = m.group()
+    if ch in _GO_SHORT:
+        return _GO_SHORT[ch]
+    if "\ud800" <= ch <= "\udfff":
+        return "\ufffd"  # a valid rune: Go writes it as is, not as the "\ufffd" escape
+    return f"\\u{ord(ch):04x}"
+
+
 def go_string(s: str) -> bytes:
     """``s`` as Go's ``encoding/json`` writes a string (HTML-safe escaping, UTF-8 kept)."""
-    out = ['"']
-    for ch in s:
-        o = ord(ch)
-        if ch in '\\"':
-            out.append("\\" + ch)
-        elif ch == "\n":
-            out.append("\\n")
-        elif ch == "\r":
-            out.append("\\r")
-        elif ch == "\t":
-            out.append("\\t")
-        elif o < 0x20 or ch in "<>&":
-            out.append("\\u00" + _HEX[o >> 4] + _HEX[o & 0xF])
-        elif ch in "\u2028\u2029":
-            out.append("\\u202" + _HEX[o & 0xF])
-        elif 0xD800 <= o <= 0xDFFF:  # a lone surrogate from a \ud800 escape: not valid UTF-8
-            out.append("\\ufffd")
-        else:
-            out.append(ch)
-    out.append('"')
-    return "".join(out).encode()
+    return ('"' + _GO_ESCAPED.sub(_go_escape, s) + '"').encode()
 
 
 def go_compact(raw: bytes) -> bytes:
     """``raw`` (valid JSON) without insignificant whitespace, ``<``, ``>``, ``&``, U+2028 and
     U+2029 escaped: what Go's encoder does to a ``json.RawMessage`` it writes."""
-    out = bytearray()
-    in_str = escaped = False
-    i = 0
-    n = len(raw)
-    while i < n:
-        c = raw[i]
-        if in_str:
-            if escaped:
-                escaped = False
-            elif c == 0x5C:  # backslash
-                escaped = True
-            elif c == 0x22:
-                in_str = False
-        elif c in _WS:
-            i += 1
-            continue
-        elif c == 0x22:
-            in_str = True
-        if c in b"<>&":
-            out += b"\\u00" + _HEX[c >> 4].encode() + _HEX[c & 0xF].encode()
-        elif c == 0xE2 and raw[i + 1 : i + 3] in (b"\x80\xa8", b"\x80\xa9"):
-            out += b"\\u202" + (b"8" if raw[i + 2] == 0xA8 else b"9")
-            i += 3
-            continue
-        else:
-            out.append(c)
-        i += 1
-    return bytes(out)
+    out = _STRING_OR_SPACE.sub(rb"\1", raw)
+    for ch, escape in _COMPACT_ESCAPES:
+        out = out.replace(ch, escape)
+    return out
 
 
 def go_object(members: dict[str, bytes]) -> bytes:
@@ -153,7 +128,8 @@ class GoTime:
         year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
         frac = m.group(7) or ""
         try:
-            date(year, month, day)
+            # Go's times start at year 0, a leap year like 2000 (Python's dates start at 1)
+            date(year or 2000, month, day)
         except ValueError:
             raise InvalidInputError(f"{what}: {value!r} is not a valid date") from None
         if hour > 23 or minute > 59 or second > 59:

@@ -25,7 +25,7 @@ from layerbuild import build_layer
 from layouttool import codec
 from layouttool import mediatypes as mt
 from layouttool.errors import NotFoundError, SizeLimitError, UnsupportedError
-from layouttool.ops import importer
+from layouttool.ops.importer import archive as importer_archive
 from layouttool.ops.importer import import_docker_save
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
@@ -627,6 +627,22 @@ def test_bad_options(tmp_path: Path) -> None:
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.parametrize(
+    ("compression", "says"),
+    [("gzip", "need --compression estargz"), ("zstd:chunked", "are eStargz options")],
+)
+def test_estargz_options_need_estargz(tmp_path: Path, compression: str, says: str) -> None:
+    """from-docker-save and convert refuse --chunk-size and --estargz-prioritize alike for
+    any other --compression, before writing anything."""
+    src = write(tmp_path, docker_save([{"tags": ["a:1"], "layers": [L1]}]))
+    import_docker_save(src, tmp_path / "in")
+    for flag in (("--chunk-size", "4096"), ("--estargz-prioritize", "bin/sh")):
+        for argv in (("from-docker-save", src), ("convert", f"{tmp_path / 'in'}:a:1")):
+            r = run_cli(*argv, "-o", tmp_path / "o", "--compression", compression, *flag)
+            assert r.code == 4 and says in r.stderr, r.stderr
+            assert not (tmp_path / "o").exists()
+
+
 def test_sample_is_deterministic_and_imports(tmp_path: Path) -> None:
     import importlib.util
 
@@ -766,7 +782,7 @@ def _import_on_16_cpus(
     monkeypatch.setattr(codec, "_cpus", lambda: 16)
     seen = _Spooled()
     lock = threading.Lock()
-    real = importer.spool_layer
+    real = importer_archive.spool_layer
 
     def spy(*args: Any, **kw: Any) -> Any:
         with lock:
@@ -780,7 +796,7 @@ def _import_on_16_cpus(
             with lock:
                 seen.running -= 1
 
-    monkeypatch.setattr(importer, "spool_layer", spy)
+    monkeypatch.setattr(importer_archive, "spool_layer", spy)
     data = docker_save_bytes([random_image(random.Random(layers), ["x:1"], layers=layers)])
     tar = tmp_path / "x.tar"
     tar.write_bytes(data)

@@ -42,6 +42,10 @@ def test_almostempty(tmp_path: Path, stream: bool) -> None:
 @pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
 def test_hello_world_v25(tmp_path: Path, stream: bool) -> None:
     out, rootfs, img = _import_and_unpack(tmp_path, "hello-world-v25.tar", stream)
+    assert img.ref is None and img.action == "added"  # RepoTags: null
+    assert img.config_digest == (
+        "sha256:ee301c921b8aadc002973b2e0c3da17d701dcd994b606769a7e6eaa100b81d44"
+    )
     assert len(blob_bytes(out, img.config_digest)) == 581
     assert [la.diff_id for la in img.layers] == [
         "sha256:12660636fe55438cc3ae7424da7ac56e845cdb52493ff9cf949c47a7f57f8b43"

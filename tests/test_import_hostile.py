@@ -269,7 +269,7 @@ def test_unreferenced_members_are_never_stored(tmp_path: Path) -> None:
 def test_json_over_cap(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import layouttool.formats.docker_archive as da
     import layouttool.model as model
-    import layouttool.ops.importer as imp
+    import layouttool.ops.importer.archive as imp
 
     monkeypatch.setattr(model, "JSON_CAP", 1000)
     monkeypatch.setattr(imp, "JSON_CAP", 1000)

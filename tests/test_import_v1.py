@@ -10,6 +10,7 @@ skopeo and podman reading what we wrote.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import tarfile
 from pathlib import Path
@@ -27,6 +28,7 @@ from layouttool.formats import docker_v1
 from layouttool.ops.importer import ImportResult, import_docker_save
 from layouttool.ops.unpack import unpack_image
 from layouttool.ops.verify import verify_layout
+from layouttool.reader import NULL_FIELD
 from layouttool.store import Layout
 from layouttool.v1config import V1Image, make_config
 
@@ -97,12 +99,13 @@ def import_from(src: Path, out: Path, *, stream: bool, **kw: Any) -> ImportResul
         return import_docker_save(f, out, **kw)
 
 
-def assert_verified(layout: Path) -> None:
-    """verify finds no problem (Docker's V1 configs hold Go's nulls, such as ``"Env": null``:
-    warnings about the input's kept bytes), and no temp file is left."""
-    res = verify_layout(layout)
-    assert res.ok, res.problems
-    assert {w.code for w in res.warnings} <= {"null-field"}, res.warnings
+def assert_verified(layout: Path, warnings: frozenset[str] = frozenset({NULL_FIELD})) -> None:
+    """``verify --strict --deep`` finds no problem, and no warning but ``warnings``: what the
+    input's own config bytes hold (Go's ``"Env": null``, kept byte for byte so the image ID
+    stays Docker's); and no temp file is left."""
+    res = verify_layout(layout, strict=True, deep=True)
+    assert res.problems == (), res.problems
+    assert {w.code for w in res.warnings} <= warnings, res.warnings
     assert Layout.open(layout).tmp_files() == []
 
 
@@ -316,6 +319,21 @@ def test_old_json_goes_through_the_struct(tmp_path: Path) -> None:
         assert ("OnBuild" in cfg["config"]) is not kept
 
 
+def test_digest_references_in_repositories_are_skipped_and_said(tmp_path: Path) -> None:
+    """Docker 1.6-1.9 kept a pull by digest in the same map as the tags, and `docker save
+    REPO` wrote it to ``repositories`` (``{"app": {"sha256:...": ID}}``): not a tag, and no
+    manifest of ours will have that digest; the save is imported all the same."""
+    layers, _ = two_images()
+    pulled = "sha256:" + "c" * 64
+    src = write(tmp_path, v1_save(layers, {"app": {"1": E1, pulled: E1}, "tool": {pulled: A2}}))
+    res = import_docker_save(src, tmp_path / "oci")
+    assert [(i.ref, i.action) for i in res.images] == [("app:1", "tagged"), (None, "added")]
+    assert res.images[1].layers[-1].diff_id == "sha256:" + hashlib.sha256(APP2).hexdigest()
+    said = [n for n in res.notes if pulled in n]
+    assert len(said) == 2 and "app@" + pulled in said[0] and "tool@" + pulled in said[1]
+    assert_verified(tmp_path / "oci")
+
+
 def test_missing_platform_is_filled_and_said(tmp_path: Path) -> None:
     doc = v1_json(B, None, ["sh"])
     del doc["architecture"], doc["os"]
@@ -345,18 +363,23 @@ def _hostile(case: str) -> bytes:
         layers[1][0]["container_config"] = {"Cmd": [1, 2]}
     elif case == "bad-tag":
         repos["App"] = {"x": B}
+    elif case == "no-layer-tar":
+        kept = _members(v1_save(layers, repos))
+        return tar_of([m for m in kept if m["name"] != f"{A1}/layer.tar"])
     if case == "folder-not-hex":
         return tar_of([{"name": "layer1/json", "data": b"{}"},
                        {"name": "layer1/layer.tar", "data": BASE}])
     if case == "layer-escapes":
-        data = v1_save(layers, repos)
         members = [{"name": f"{B}/layer.tar", "symlink": "../../../etc/passwd"}]
-        with tarfile.open(fileobj=__import__("io").BytesIO(data)) as t:
-            for m in t.getmembers():
-                if m.name != f"{B}/layer.tar":
-                    members.append({"name": m.name, "data": t.extractfile(m).read()})  # type: ignore[union-attr]
+        members += [m for m in _members(v1_save(layers, repos)) if m["name"] != f"{B}/layer.tar"]
         return tar_of(members)
     return v1_save(layers, repos)
+
+
+def _members(data: bytes) -> list[dict[str, Any]]:
+    """The ``{"name", "data"}`` files of a tar, for :func:`tar_of`."""
+    with tarfile.open(fileobj=io.BytesIO(data)) as t:
+        return [{"name": m.name, "data": t.extractfile(m).read()} for m in t.getmembers()]  # type: ignore[union-attr]
 
 
 @pytest.mark.parametrize(
@@ -372,6 +395,7 @@ def _hostile(case: str) -> bytes:
         ("layer-escapes", 6, "outside the archive"),
         ("bad-json", 4, "Cmd must be an array of strings"),
         ("bad-tag", 4, "not a valid NAME:TAG"),
+        ("no-layer-tar", 3, f"image app:1, app:latest: layer 1: '{A1}/layer.tar' is not in"),
     ],
 )
 @pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
@@ -394,6 +418,28 @@ def test_json_total_is_capped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     r = run_cli("from-docker-save", write(tmp_path, v1_save(layers, repos)), "-o", tmp_path / "o")
     assert r.code == 4 and "JSONs total more than 1000 bytes" in r.stderr
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["file", "stream"])
+def test_chain_depth_is_capped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stream: bool
+) -> None:
+    """A chain deeper than Docker ever built is refused: each tag of a chain N deep makes an
+    image of up to N layers, so without a cap a few MB of V1 folders, every layer tagged,
+    asked for N^2 manifest slots and history items (1,500 deep: 124 s, 690 MB, 320 MB
+    written)."""
+    monkeypatch.setattr(docker_v1, "V1_MAX_DEPTH", 2)
+    layers, repos = two_images()  # app:1 is 3 layers deep, tool:2 is 2
+    src = write(tmp_path, v1_save(layers, repos))
+    out = tmp_path / "o"
+    argv = ("from-docker-save", "-" if stream else src, "-o", out)
+    r = run_cli(*argv, stdin=src.read_bytes() if stream else None)
+    assert r.code == 4, r.stderr
+    assert f"parent chain of {E1} is more than 2 layers deep" in r.stderr
+    assert not out.exists()
+    monkeypatch.setattr(docker_v1, "V1_MAX_DEPTH", 3)
+    r = run_cli(*argv, stdin=src.read_bytes() if stream else None)
+    assert r.code == 0, r.stderr
 
 
 def test_failed_import_leaves_an_existing_layout_as_it_was(tmp_path: Path) -> None:

@@ -648,3 +648,26 @@ def test_write_atomically_says_when_only_the_directory_flush_failed(
         store.write_atomically(target, b"new")
     assert target.read_bytes() == b"new"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["index.json"]
+
+
+def test_write_parts_hashes_and_writes_what_write_would(tmp_path: Path) -> None:
+    """An encoder's output pieces go to the blob without being joined: same bytes, same digest,
+    empty pieces skipped, a short writev carried on where it stopped."""
+    lay = Layout.init(tmp_path / "l")
+    parts: list[bytes | memoryview] = [b"head", memoryview(b"0123456789")[2:8], b"", b"x" * 5000]
+    joined = b"".join(parts)
+    w = lay.writer()
+    real_writev = os.writev
+    calls: list[int] = []
+
+    def short_writev(fd: int, bufs: list[bytes | memoryview]) -> int:
+        calls.append(len(bufs))
+        return real_writev(fd, [memoryview(bufs[0])[:3]])  # 3 bytes at a time
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(os, "writev", short_writev)
+        w.write_parts(parts)
+    info = w.commit()
+    assert info.digest == Digest.of_bytes(joined) and info.size == len(joined)
+    assert (tmp_path / "l" / "blobs" / "sha256" / info.digest.encoded).read_bytes() == joined
+    assert len(calls) > 3

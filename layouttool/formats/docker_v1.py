@@ -8,7 +8,8 @@ An image is a chain: from a tagged layer (or an untagged *head*, a layer no othe
 as its parent) follow ``parent`` to the base. :mod:`layouttool.v1config` turns a chain into the
 config Docker 1.10's migration made of it; this module only reads the archive's structure and
 refuses what is hostile: an ID that is not 64 lowercase hex digits (it is a path in the
-archive), a ``parent`` that is missing from the archive, and a parent chain that loops.
+archive), a ``parent`` that is missing from the archive, and a parent chain that loops or is
+deeper than Docker ever built (:data:`V1_MAX_DEPTH`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Final
 
+from layouttool.digest import Digest
 from layouttool.errors import InvalidInputError, SizeLimitError, UnsafeInputError
 from layouttool.formats._tar import MemberIndex
 from layouttool.formats.docker_archive import REPOSITORIES, Tag, parse_repo_tag
@@ -28,6 +30,11 @@ V1_JSON: Final = "json"
 V1_LAYER: Final = "layer.tar"
 #: the layers' JSONs are all held at once (a real one is 1-2 KiB): their total is capped
 V1_JSON_TOTAL_CAP: Final = 64 << 20
+#: the deepest chain read: Docker 1.9 built none deeper (``graph.MaxImageDepth``) and Docker
+#: 1.10 loaded none deeper (its layer store's ``maxLayerDepth`` is 125). Every tag of a chain
+#: is an image of up to that many layers, so the cap also bounds what a few MB of folders,
+#: each tagged, can ask us to write (a manifest and a history per tag)
+V1_MAX_DEPTH: Final = 127
 _ID_RE: Final = re.compile(r"[a-f0-9]{64}")
 
 
@@ -51,8 +58,9 @@ class V1Layer:
 
     id: str
     raw: bytes
-    image: V1Image
     parent: str | None
+    #: its item of the image history (:meth:`V1Image.history`), made once for every chain
+    history: bytes
 
     @property
     def layer_path(self) -> str:
@@ -73,27 +81,47 @@ class V1Chain:
         return self.layers[-1]
 
 
-def parse_repositories(raw: bytes, what: str) -> list[tuple[Tag, str]]:
-    """``repositories`` as ``(tag, top layer ID)`` pairs, in the file's order."""
+def parse_repositories(raw: bytes, what: str) -> tuple[list[tuple[Tag, str]], list[str]]:
+    """``repositories`` as ``(tag, top layer ID)`` pairs in the file's order, and the notes
+    about digest references skipped (Docker <= 1.9 kept pulls by digest beside the tags, and
+    ``docker save REPO`` wrote them: ``{"app": {"sha256:...": ID}}``; no manifest we write
+    has that digest)."""
     doc = parse_json(raw, f"{what}: repositories")
     if not isinstance(doc, dict):
         raise InvalidInputError(f"{what}: repositories must be an object of repositories")
     out: list[tuple[Tag, str]] = []
+    notes: list[str] = []
     for name, tags in doc.items():
         if not isinstance(tags, dict):
             raise InvalidInputError(f"{what}: repositories[{name!r}] must map tags to IDs")
         for tag, layer_id in tags.items():
             w = f"{what}: repositories[{name!r}][{tag!r}]"
+            if _is_digest(tag):
+                notes.append(
+                    f"{what}: repositories lists {name}@{tag} -> {layer_id}, a pull by digest "
+                    "kept by Docker <= 1.9; skipped (the upgraded image has a manifest of "
+                    "another digest)"
+                )
+                continue
             out.append((parse_repo_tag(f"{name}:{tag}", w), check_id(layer_id, w)))
-    return out
+    return out, notes
+
+
+def _is_digest(value: str) -> bool:
+    try:
+        Digest.parse(value)
+    except InvalidInputError:
+        return False
+    return True
 
 
 def read_v1_save(
     index: MemberIndex, read_small: Callable[[str, str], bytes], what: str
-) -> list[V1Chain]:
+) -> tuple[list[V1Chain], list[str]]:
     """Every image of a pre-1.10 save: the tagged ones in ``repositories`` order (an image
-    with several tags once), then each untagged head, by ID. ``read_small(path, what)`` gives
-    a small member's bytes. Nothing is read beyond ``repositories`` and the layers' JSONs."""
+    with several tags once), then each untagged head, by ID; and notes on what was skipped.
+    ``read_small(path, what)`` gives a small member's bytes. Nothing is read beyond
+    ``repositories`` and the layers' JSONs."""
     layers: dict[str, V1Layer] = {}
     total = 0
     for name in sorted(index.members):
@@ -112,13 +140,15 @@ def read_v1_save(
         parent = image.strings["parent"] or None
         if parent is not None:
             check_id(parent, f"{what}: {name}: parent")
-        layers[layer_id] = V1Layer(layer_id, raw, image, parent)
+        layers[layer_id] = V1Layer(layer_id, raw, parent, image.history())
     if not layers:
         raise InvalidInputError(f"{what}: a pre-Docker-1.10 save with no <id>/json layer")
 
     tagged: dict[str, list[Tag]] = {}
+    notes: list[str] = []
     if REPOSITORIES in index:
-        for tag, top in parse_repositories(read_small(REPOSITORIES, what), what):
+        pairs, notes = parse_repositories(read_small(REPOSITORIES, what), what)
+        for tag, top in pairs:
             if top not in layers:
                 raise InvalidInputError(
                     f"{what}: repositories names {tag.ref} -> {top}, which is not in the "
@@ -128,10 +158,10 @@ def read_v1_save(
                 tagged[top].append(tag)
     parents = {layer.parent for layer in layers.values()}
     heads = [i for i in sorted(layers) if i not in parents and i not in tagged]
-    return [
-        V1Chain(_chain(layers, top, what), tuple(tagged.get(top, ())))
-        for top in [*tagged, *heads]
+    chains = [
+        V1Chain(_chain(layers, top, what), tuple(tagged.get(top, ()))) for top in [*tagged, *heads]
     ]
+    return chains, notes
 
 
 def _chain(layers: dict[str, V1Layer], top: str, what: str) -> tuple[V1Layer, ...]:
@@ -142,6 +172,11 @@ def _chain(layers: dict[str, V1Layer], top: str, what: str) -> tuple[V1Layer, ..
     while cur is not None:
         if cur in seen:
             raise UnsafeInputError(f"{what}: the parent chain of {top} loops back to {cur}")
+        if len(out) == V1_MAX_DEPTH:
+            raise SizeLimitError(
+                f"{what}: the parent chain of {top} is more than {V1_MAX_DEPTH} layers deep; "
+                "Docker never built or loaded such a chain"
+            )
         seen.add(cur)
         layer = layers.get(cur)
         if layer is None:

@@ -20,7 +20,7 @@ operations do.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -90,6 +90,31 @@ class LazyOptions:
     def __post_init__(self) -> None:
         if self.chunk_size < 1:
             raise InvalidInputError(f"--chunk-size must be positive, not {self.chunk_size}")
+
+    @classmethod
+    def from_flags(
+        cls,
+        lazy: LazyFormat | None,
+        level: int | None,
+        chunk_size: int | None,
+        prioritize: Sequence[str],
+    ) -> LazyOptions:
+        """The options of ``--level``, ``--chunk-size`` and ``--estargz-prioritize`` for the
+        format ``--compression`` named; the last two are eStargz's and refused for any other."""
+        if lazy is not LazyFormat.ESTARGZ and (chunk_size is not None or prioritize):
+            if lazy is None:
+                raise InvalidInputError(
+                    "--chunk-size and --estargz-prioritize need --compression estargz"
+                )
+            raise InvalidInputError(
+                "--chunk-size and --estargz-prioritize are eStargz options; zstd:chunked cuts "
+                "files where their content says, as containers/storage does"
+            )
+        return cls(
+            level=level,
+            chunk_size=chunk_size if chunk_size is not None else DEFAULT_CHUNK_SIZE,
+            prioritize=tuple(prioritize),
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -840,18 +840,7 @@ def convert_image(
     else:
         comp = compression
     _check_options(comp, level, format, lazy)
-    if lazy is None and (chunk_size is not None or prioritize):
-        raise InvalidInputError("--chunk-size and --estargz-prioritize need --compression estargz")
-    if lazy is LazyFormat.ZSTD_CHUNKED and (chunk_size is not None or prioritize):
-        raise InvalidInputError(
-            "--chunk-size and --estargz-prioritize are eStargz options; zstd:chunked cuts "
-            "files where their content says, as containers/storage does"
-        )
-    lazy_options = LazyOptions(
-        level=level,
-        chunk_size=chunk_size if chunk_size is not None else LazyOptions().chunk_size,
-        prioritize=tuple(prioritize),
-    )
+    lazy_options = LazyOptions.from_flags(lazy, level, chunk_size, prioritize)
     prog = progress or NULL_PROGRESS
     ref = parse_image(image)
     src = Layout.open(ref.layout)
