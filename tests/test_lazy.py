@@ -317,6 +317,24 @@ def test_zstd_chunked_toc_fields_as_containers_storage() -> None:
     ]
 
 
+def test_toc_xattrs_are_every_schily_record_as_go_reads_them() -> None:
+    """containers/storage (minimal.NewFileMetadata) and estargz take a TOC's xattrs from Go's
+    ``hdr.PAXRecords``, which keeps a record with an empty value (only the deprecated
+    ``hdr.Xattrs`` drops it), and Go's JSON writes a map's keys sorted. A TOC without the empty
+    one is refused by containers/storage ("TOC and tar-split metadata doesn't match")."""
+    plain = build_layer(
+        [{"name": "x", "data": "1", "xattrs": {"user.z": b"1", "user.empty": b"", "user.a": b""}}]
+    )
+    want = {"user.a": "", "user.empty": "", "user.z": base64.b64encode(b"1").decode()}
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    [e] = [e for e in check_zstd_chunked(blob, ann, plain) if e["name"] == "x"]
+    assert e["xattrs"] == want and list(e["xattrs"]) == sorted(want)
+    eblob, eann, ediff = written(estargz, plain)
+    [e] = [e for e in check_estargz(eblob, eann)[1] if e["name"] == "x"]
+    assert e["xattrs"] == want and list(e["xattrs"]) == sorted(want)
+    assert findings(blob, ann, diff_id) == findings(eblob, eann, ediff) == []
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 @pytest.mark.parametrize("chunk", [64 << 10, 4 << 20])
 def test_estargz_round_trip(kind: str, chunk: int) -> None:

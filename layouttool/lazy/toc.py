@@ -83,10 +83,11 @@ def b64(data: bytes) -> str:
 
 
 def xattrs(h: TarHeader, what: str) -> dict[str, str]:
-    """``SCHILY.xattr.*`` records as a TOC holds them: key -> base64 of the value."""
+    """``SCHILY.xattr.*`` records as a TOC holds them: key -> base64 of the value, keys sorted
+    (Go's JSON of a map), empty values kept (both writers read Go's ``hdr.PAXRecords``)."""
     return {
-        text(k.encode("utf-8", "surrogateescape"), "xattr name", what): b64(v)
-        for k, v in h.xattrs.items()
+        text(k.encode("utf-8", "surrogateescape"), "xattr name", what): b64(h.xattrs[k])
+        for k in sorted(h.xattrs)
     }
 
 
