@@ -50,12 +50,20 @@ class Podman:
 
 
 @contextlib.contextmanager
+def short_runroot(prefix: str) -> Iterator[Path]:
+    """A runroot of its own in the system temp dir (podman and buildah refuse one longer than
+    50 characters, which pytest's tmp_path always is), removed after."""
+    runroot = Path(tempfile.mkdtemp(prefix=prefix))
+    try:
+        yield runroot
+    finally:
+        shutil.rmtree(runroot, ignore_errors=True)
+
+
+@contextlib.contextmanager
 def podman_store(tmp_path: Path) -> Iterator[Podman]:
     """podman with a private store under ``tmp_path`` (the ``podman`` fixture of conftest);
     fails under CI=true, and skips elsewhere, when podman is not installed."""
     binary = need_tool("podman")
-    runroot = Path(tempfile.mkdtemp(prefix="lt-podman-"))
-    try:
+    with short_runroot("lt-podman-") as runroot:
         yield Podman(binary, tmp_path / "podman", runroot)
-    finally:
-        shutil.rmtree(runroot, ignore_errors=True)

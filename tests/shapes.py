@@ -10,11 +10,11 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from dagbuild import _dump as dumps
 from layerbuild import build_layer
 
 from layouttool import mediatypes as mt
@@ -24,10 +24,6 @@ HELM_CHART = "application/vnd.cncf.helm.chart.content.v1.tar+gzip"
 SBOM = "application/spdx+json"
 IN_TOTO = "application/vnd.in-toto+json"
 SIGNATURE = "application/vnd.dev.cosign.artifact.sig.v1+json"
-
-
-def dumps(doc: Any) -> bytes:
-    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 @dataclass

@@ -409,3 +409,45 @@ def test_the_only_image_of_an_untagged_layout_is_replaced(tmp_path: Path) -> Non
     assert out.update.action == "replaced"
     assert [e["digest"] for e in index(layout)] == [out.update.digest]
     assert out.update.previous_digest == res.update.digest
+
+
+@pytest.mark.parametrize("name", [".wh.file", ".wh..wh..opq"])
+def test_append_refuses_whiteout_names_in_a_directory(
+    base: Path, src_tree: Path, name: str
+) -> None:
+    """A file named .wh.* would be read as a whiteout by every unpacker (umoci refuses it
+    too): it deletes instead of adding. Exit 4, nothing written."""
+    (src_tree / "app" / name).write_text("")
+    before = (base / "index.json").read_bytes()
+    res = run_cli("append", f"{base}:base", src_tree)
+    assert res.code == 4, res.stderr
+    assert res.stderr.startswith("layouttool: error: ") and f"app/{name}" in res.stderr
+    assert len(res.stderr.splitlines()) == 1
+    assert (base / "index.json").read_bytes() == before
+
+
+def test_append_follows_a_source_that_is_a_symlink_to_a_directory(
+    base: Path, src_tree: Path, tmp_path: Path
+) -> None:
+    """The directory the user named may be reached through a symlink (as tar -C, umoci
+    insert); symlinks inside it are still stored, never followed."""
+    link = tmp_path / "link"
+    link.symlink_to(src_tree)
+    via_link = cli_ok("append", f"{base}:base", link, "--tag", "a")
+    direct = cli_ok("append", f"{base}:base", src_tree, "--tag", "b")
+    assert via_link["layers"][0]["diffID"] == direct["layers"][0]["diffID"]
+
+
+def test_append_names_the_unreadable_path(base: Path, src_tree: Path,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    real_open = os.open
+
+    def fake_open(path: Any, flags: int, *args: Any, **kw: Any) -> int:
+        if str(path) == "bin":
+            raise PermissionError(13, "Permission denied", str(path))
+        return real_open(path, flags, *args, **kw)
+
+    monkeypatch.setattr(os, "open", fake_open)
+    res = run_cli("append", f"{base}:base", src_tree)
+    assert res.code == 74 and "app/bin" in res.stderr, res.stderr
+    assert len(res.stderr.splitlines()) == 1

@@ -10,15 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from conftest import need_tool, run_cli, sh
 from fixtures_path import shared_fixture
-from podmanutil import Podman
+from podmanutil import Podman, short_runroot
 
 from layouttool import mediatypes as mt
 
@@ -37,12 +35,8 @@ class Buildah:
 @pytest.fixture
 def buildah(tmp_path: Path) -> Iterator[Buildah]:
     binary = need_tool("buildah")
-    # like podman, buildah refuses a long runroot: a short one of its own, removed after
-    runroot = Path(tempfile.mkdtemp(prefix="lt-bah-"))
-    try:
+    with short_runroot("lt-bah-") as runroot:
         yield Buildah(binary, tmp_path / "buildah", runroot)
-    finally:
-        shutil.rmtree(runroot, ignore_errors=True)
 
 
 def check_all(layout: Path, *, warnings: dict[str, set[str]] | None = None,

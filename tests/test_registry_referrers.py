@@ -272,3 +272,36 @@ def test_follow_referrers_order_loops_and_limits(monkeypatch):
     monkeypatch.setattr(transfer, "MAX_REFERRERS", 1)
     with pytest.raises(UnsupportedError, match="more than 1 referrers"):
         transfer.follow_referrers([img.digest], lambda s: graph.get(s, []), take, Notes(), "x")
+
+
+def test_referrers_lists_a_registrys_like_a_layouts(registry, tmp_path, cli):
+    from test_json_output import schema_errors
+
+    layout, image, sbom, sig = signed_image(tmp_path / "src", seed=5)
+    target = f"{registry.host}/signed/list:1"
+    assert image.digest != sbom.digest
+    assert cli("push", f"{layout.root}:img", target, "--referrers", "--insecure").code == 0
+    r = cli("referrers", f"docker://{target}", "--insecure", "--json")
+    assert r.code == 0, r.stderr
+    remote = json.loads(r.stdout)
+    assert schema_errors("referrers", remote) == []
+    assert [(m["digest"], m["artifactType"]) for m in remote["manifests"]] == [
+        (str(sbom.digest), SBOM)]
+    # the same document the local command prints for the layout
+    local = json.loads(cli("referrers", f"{layout.root}:img", "--json").stdout)
+    assert [m["digest"] for m in local["manifests"]] == [m["digest"] for m in remote["manifests"]]
+    # by digest, filtered by type; text output is the same table
+    r = cli("referrers", f"docker://{registry.host}/signed/list@{sbom.digest}",
+            "--tls-verify=false", "--artifact-type", SIG)
+    assert r.code == 0, r.stderr
+    assert str(sig.digest) in r.stdout and SIG in r.stdout
+    assert r.stderr == f"1 referrer(s) of {sbom.digest}\n"
+    r = cli("referrers", f"docker://{registry.host}/signed/list@{sbom.digest}", "--insecure",
+            "--artifact-type", SBOM, "--json")
+    assert json.loads(r.stdout)["manifests"] == []
+    # registry options make no sense for a layout: said, not ignored
+    r = cli("referrers", f"{layout.root}:img", "--insecure")
+    assert r.code == 2 and "--insecure: only for a docker://REGISTRY/REPO reference" in r.stderr
+    # nothing there: exit 3 in one line
+    r = cli("referrers", f"docker://{registry.host}/signed/none:1", "--insecure")
+    assert r.code == 3 and r.stderr.count("\n") == 1, r.stderr

@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import tarfile
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,8 @@ from layouttool.ops.new import new_image
 from layouttool.ops.repack import repack_image
 from layouttool.ops.unpack import unpack_image
 from layouttool.ops.verify import verify_layout
+from layouttool.rootfs import record as record_mod
+from layouttool.rootfs.record import Record
 
 ROOT = os.geteuid() == 0
 MODES = ["root", "rootless"] if ROOT else ["rootless"]
@@ -378,3 +381,143 @@ def test_the_record_sits_beside_the_rootfs(layout: Path, tmp_path: Path) -> None
     assert sorted(p.name for p in (tmp_path / "b").iterdir()) == [
         "config.json", "rootfs", "rootfs.layouttool-unpack"]
     assert not list((tmp_path / "p").rglob("*layouttool*"))
+
+
+# ------------------------------------------------------------------------- hostile input
+
+def rewrite_record(path: Path, edit: Callable[[list[Any]], list[bytes]]) -> None:
+    """Rewrite the record at ``path``: ``edit`` gets its entries and returns packed ones
+    (``pack`` below), as someone editing the file by hand could."""
+    with Record(path) as rec:
+        header = dict(rec.header)
+        entries = list(rec)
+    body = json.dumps(header).encode() + b"\n" + b"".join(edit(entries))
+    path.write_bytes(record_mod.MAGIC + zlib.compress(body))
+
+
+def pack(e: Any, *, path: bytes | None = None, xblob: bytes | None = None) -> bytes:
+    p = e.path if path is None else path
+    x = record_mod._xattr_blob(e.xattrs) if xblob is None else xblob
+    return record_mod._ENTRY.pack(
+        len(p), e.mode, e.uid, e.gid, e.size, e.mtime_ns, e.ctime_ns, e.ino, e.nlink, e.rdev,
+        e.src_layer, e.src_offset, len(e.link), len(x)) + p + e.link + x
+
+
+def _with_extra(path: bytes, like: bytes = b"etc/passwd") -> Callable[[list[Any]], list[bytes]]:
+    """The record plus an entry ``path`` (a copy of ``like``'s), kept in sorted order."""
+    def edit(entries: list[Any]) -> list[bytes]:
+        src = next(e for e in entries if e.path == like)
+        extra = (tuple(path.split(b"/")), pack(src, path=path))
+        rows = [(e.key, pack(e)) for e in entries] + [extra]
+        rows.sort(key=lambda r: r[0])
+        return [r[1] for r in rows]
+    return edit
+
+
+def _bad_xattrs(entries: list[Any]) -> list[bytes]:
+    return [pack(e, xblob=b"\x05\x00use") if e.path == b"etc/passwd" else pack(e)
+            for e in entries]
+
+
+def _reversed(entries: list[Any]) -> list[bytes]:
+    return [pack(entries[0]), *(pack(e) for e in reversed(entries[1:]))]
+
+
+TAMPERED = {
+    "escape": _with_extra(b"../../victim"),
+    "dot": _with_extra(b"etc/./passwd2"),
+    "empty-component": _with_extra(b"etc//x"),
+    "under-a-file": _with_extra(b"etc/passwd/x"),
+    "whiteout-name": _with_extra(b"etc/.wh.x"),
+    "bad-xattrs": _bad_xattrs,
+    "out-of-order": _reversed,
+}
+
+
+@pytest.mark.parametrize("case", sorted(TAMPERED))
+def test_a_tampered_record_is_refused(layout: Path, tmp_path: Path, case: str) -> None:
+    """The record sits beside the rootfs, where anyone can edit it: a path it names that
+    could not have come from a walk of the tree (an escape, a component that is not a
+    name, an entry under a file, paths out of order) or entries that do not decode are
+    refused (exit 4) before anything is written; no layer with such a name is made."""
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest)
+    write(dest / "etc" / "new", "n")
+    rewrite_record(tmp_path / "u.layouttool-unpack", TAMPERED[case])
+    before = (layout / "index.json").read_bytes()
+    blobs = set((layout / "blobs" / "sha256").iterdir())
+    res = run_cli("repack", f"{layout}:base", dest)
+    assert res.code == 4, (res.code, res.stderr)
+    assert res.stderr.startswith("layouttool: error: ") and len(res.stderr.splitlines()) == 1
+    assert "u.layouttool-unpack" in res.stderr
+    assert (layout / "index.json").read_bytes() == before
+    assert set((layout / "blobs" / "sha256").iterdir()) == blobs
+
+
+def test_a_record_rewritten_in_order_still_works(layout: Path, tmp_path: Path) -> None:
+    """The helpers above write what unpack writes (so the refusals are about the edits)."""
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest)
+    write(dest / "etc" / "new", "n")
+    rewrite_record(tmp_path / "u.layouttool-unpack", lambda es: [pack(e) for e in es])
+    res = repack_image(f"{layout}:base", dest)
+    assert res.layer is not None and set(layer_members(layout, res.layer["digest"])) == {
+        "etc/new", "etc"}
+
+
+def test_repack_refuses_whiteout_names_in_the_tree(layout: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest)
+    write(dest / "etc" / ".wh.passwd", "")
+    res = run_cli("repack", f"{layout}:base", dest)
+    assert res.code == 4 and "etc/.wh.passwd" in res.stderr, res.stderr
+
+
+def test_repack_never_follows_a_symlink_out_of_the_rootfs(layout: Path, tmp_path: Path
+                                                          ) -> None:
+    """A symlink the user puts in the rootfs, pointing at a directory outside it, is stored
+    as a symlink: nothing outside is read, listed or changed."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    write(outside / "secret", "do not read")
+    os.chmod(outside / "secret", 0o600)
+    before = snapshot(outside, mtimes=True)
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest)
+    os.symlink(outside, dest / "escape")
+    (dest / "etc" / "conf.d").rename(dest / "etc" / "conf.d.old")
+    os.symlink(outside, dest / "etc" / "conf.d")  # a directory the record knows, now a link
+    res = repack_image(f"{layout}:base", dest)
+    assert res.layer is not None
+    members = layer_members(layout, res.layer["digest"])
+    assert members["escape"].issym() and members["escape"].linkname == str(outside)
+    assert members["etc/conf.d"].issym()
+    assert not [n for n in members if n.startswith(("escape/", "etc/conf.d/"))]
+    assert not any("secret" in n for n in members)
+    assert snapshot(outside, mtimes=True) == before
+
+
+def test_rootless_owners_of_directories_unpack_made_again(tmp_path: Path) -> None:
+    """A rootless record keeps the image's owners; a directory that a later layer only
+    implies (after a whiteout removed the one a layer made, or over a file) is unpack's own,
+    0:0, as umoci unpacks it, not the owner of what was there before."""
+    layout = tmp_path / "oci"
+    new_image(f"{layout}:base")
+    layers = [
+        [{"type": "dir", "name": "a/", "uid": 5, "gid": 5}, {"name": "a/f", "data": "f"},
+         {"name": "b", "data": "a file", "uid": 6, "gid": 6}],
+        [{"name": ".wh.a"}],
+        [{"name": "a/x", "data": "x"}, {"name": "b/y", "data": "y"}],
+    ]
+    for i, entries in enumerate(layers):
+        (tmp_path / f"l{i}.tar").write_bytes(build_layer(entries))
+    append_layers(f"{layout}:base", [tmp_path / f"l{i}.tar" for i in range(3)])
+    dest = tmp_path / "u"
+    unpack_image(f"{layout}:base", dest, rootless=True)
+    write(dest / "a" / "new", "n")  # moves the mtimes of a and b: both are written again
+    write(dest / "b" / "new", "n")
+    res = repack_image(f"{layout}:base", dest)
+    assert res.layer is not None
+    members = layer_members(layout, res.layer["digest"])
+    assert {n: (m.uid, m.gid) for n, m in members.items() if n in ("a", "b")} == {
+        "a": (0, 0), "b": (0, 0)}

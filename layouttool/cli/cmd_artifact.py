@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import click
 
 from layouttool.cli._common import emit, human_size, json_option, progress, summary, table
+from layouttool.cli._registry import (
+    DOCKER_PREFIX,
+    connection,
+    only_for_registries,
+    request_options,
+)
 from layouttool.mediatypes import ANNOT_CREATED
 from layouttool.model import Descriptor
 
@@ -58,25 +66,38 @@ def attach_cmd(image: str, files: tuple[str, ...], artifact_type: str,
 
 
 @click.command("referrers")
-@click.argument("image")
+@click.argument("image", metavar="IMAGE|docker://REGISTRY/REPO[:TAG|@DIGEST]")
 @click.option("--artifact-type", metavar="TYPE", help="List only artifacts of this type.")
+@request_options
 @json_option
-def referrers_cmd(image: str, artifact_type: str | None, as_json: bool) -> None:
+def referrers_cmd(image: str, artifact_type: str | None, as_json: bool, **remote: Any) -> None:
     """List the artifacts (signatures, SBOMs, attestations) whose subject is IMAGE.
 
-    Every manifest in the layout counts, listed in index.json or not. --json prints what a
-    registry's referrers API returns: an OCI image index whose manifests are the referrers'
-    descriptors, each with its artifactType.
+    Every manifest in the layout counts, listed in index.json or not. With docker://, the
+    registry's: its referrers API, or the sha256-<hex> tag on a registry without one (the
+    registry options apply only there). --json prints what a registry's referrers API returns:
+    an OCI image index whose manifests are the referrers' descriptors, each with its
+    artifactType.
 
     \b
     Examples:
       layouttool referrers ./oci:app:1.0
       layouttool referrers ./oci:app:1.0 --artifact-type application/spdx+json --json
       layouttool referrers ./oci@sha256:3f5a0c1d2e4b...
+      layouttool referrers docker://reg.example/team/app:1.0 --cert-dir ./certs
     """
-    from layouttool.ops.referrers import list_referrers
+    if image.startswith(DOCKER_PREFIX):
+        from layouttool.ops.remote_referrers import list_remote_referrers
 
-    res = list_referrers(image, artifact_type=artifact_type)
+        with progress(debug_is_verbose=True) as prog:
+            res = list_remote_referrers(
+                image, artifact_type=artifact_type, progress=prog, **connection(remote)
+            )
+    else:
+        from layouttool.ops.referrers import list_referrers
+
+        only_for_registries(remote, image)
+        res = list_referrers(image, artifact_type=artifact_type)
     emit(res, as_json, lambda: render_referrers(res.referrers))
     summary(f"{len(res.referrers)} referrer(s) of {res.subject.digest}")
 

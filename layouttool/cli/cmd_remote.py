@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import os
 import sys
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -17,89 +15,7 @@ from layouttool.cli._common import (
     progress,
     summary,
 )
-from layouttool.ops.login import login, logout
-from layouttool.ops.pull import pull_image
-from layouttool.ops.push import push_image
-
-F = TypeVar("F", bound=Callable[..., Any])
-
-
-def _creds(_ctx: click.Context, _p: click.Parameter, value: str | None) -> tuple[str, str] | None:
-    if value is None:
-        return None
-    user, sep, password = value.partition(":")
-    if not sep or not user:
-        raise click.BadParameter("expected USER:PASSWORD")
-    return user, password
-
-
-def _tls_verify(ctx: click.Context, _p: click.Parameter, value: bool) -> None:
-    if not value:
-        ctx.meta["layouttool.insecure"] = True
-
-
-def _connection_options(f: F) -> F:
-    """How to reach a registry: TLS, credentials (every command that talks to one)."""
-    f = click.option(
-        "--authfile",
-        metavar="FILE",
-        type=click.Path(dir_okay=False),
-        help="Auth file searched first (default: $REGISTRY_AUTH_FILE, else "
-        "$XDG_RUNTIME_DIR/containers/auth.json; see README, Registries).",
-    )(f)
-    f = click.option(
-        "--cert-dir",
-        metavar="DIR",
-        type=click.Path(file_okay=False),
-        help="CA certificates (*.crt) and a client certificate (*.cert + *.key) for the "
-        "registry (default: /etc/containers/certs.d/HOST:PORT, /etc/docker/certs.d/HOST:PORT).",
-    )(f)
-    f = click.option(
-        "--tls-verify",
-        type=bool,
-        default=True,
-        expose_value=False,
-        callback=_tls_verify,
-        help="--tls-verify=false is --insecure (skopeo's spelling).",
-    )(f)
-    return click.option(
-        "--insecure",
-        is_flag=True,
-        help="Speak plain HTTP (loopback and test registries only).",
-    )(f)
-
-
-def _remote_options(f: F) -> F:
-    f = _connection_options(f)
-    f = click.option(
-        "--creds",
-        metavar="USER:PASSWORD",
-        callback=_creds,
-        help="Credentials (default: from the auth files and credential helpers; see README, "
-        "Registries).",
-    )(f)
-    f = click.option(
-        "--retries",
-        type=click.IntRange(min=0),
-        default=5,
-        show_default=True,
-        help="Retries of a request or blob after a connection error, 5xx or 429 (with backoff).",
-    )(f)
-    return click.option(
-        "-j",
-        "--jobs",
-        type=click.IntRange(min=1),
-        default=lambda: min(8, (os.cpu_count() or 1) * 2),
-        show_default="2 x cores, at most 8",
-        help="Blobs transferred in parallel.",
-    )(f)
-
-
-def _connection(options: dict[str, Any]) -> dict[str, Any]:
-    """The connection options as ops keyword arguments (``--tls-verify=false`` is insecure)."""
-    meta = click.get_current_context().meta
-    options["insecure"] = bool(options.get("insecure") or meta.get("layouttool.insecure"))
-    return options
+from layouttool.cli._registry import connection, connection_options, transfer_options
 
 
 def _referrer_count(referrers: tuple[str, ...]) -> str:
@@ -121,7 +37,7 @@ def _referrer_count(referrers: tuple[str, ...]) -> str:
     help="Also push every manifest of the layout whose subject is the image (signatures, "
     "SBOMs; theirs too, recursively).",
 )
-@_remote_options
+@transfer_options
 @json_option
 def push_cmd(
     image: str,
@@ -145,6 +61,8 @@ def push_cmd(
       layouttool push ./oci:app reg.example/team/app:2 --mount-from team/base
       layouttool push ./oci:app:1.0 reg.example/team/app:1.0 --referrers
     """
+    from layouttool.ops.push import push_image  # the registry client loads only to run
+
     with progress(debug_is_verbose=True) as prog:
         res = push_image(
             image,
@@ -152,7 +70,7 @@ def push_cmd(
             mount_from=mount_from,
             referrers=referrers,
             progress=prog,
-            **_connection(remote),
+            **connection(remote),
         )
     emit(res, as_json, lambda: None)
     summary(
@@ -187,7 +105,7 @@ def push_cmd(
     "index.json entry without a ref name.",
 )
 @platform_option
-@_remote_options
+@transfer_options
 @json_option
 def pull_cmd(source: str, layout: str, as_json: bool, **options: Any) -> None:
     """Fetch an image from a registry into an OCI layout and tag it.
@@ -204,8 +122,10 @@ def pull_cmd(source: str, layout: str, as_json: bool, **options: Any) -> None:
       layouttool pull ghcr.io/me/app:1.0 -o ./oci --all-platforms
       layouttool pull reg.example/team/app:1.0 -o ./oci --referrers
     """
+    from layouttool.ops.pull import pull_image
+
     with progress(debug_is_verbose=True) as prog:
-        res = pull_image(source, layout, progress=prog, **_connection(options))
+        res = pull_image(source, layout, progress=prog, **connection(options))
     emit(res, as_json, lambda: None)
     summary(
         f"pulled {res.source} -> {res.destination} ({res.digest}): "
@@ -234,7 +154,7 @@ def _password(username: str | None, password_stdin: bool) -> tuple[str, str]:
 @click.option(
     "--password-stdin", is_flag=True, help="Read the password from stdin (the whole input)."
 )
-@_connection_options
+@connection_options
 @json_option
 def login_cmd(
     registry: str, username: str | None, password_stdin: bool, as_json: bool, **conn: Any
@@ -251,9 +171,11 @@ def login_cmd(
       layouttool login reg.example -u me --authfile ~/.docker/config.json
       echo "$TOKEN" | layouttool login ghcr.io -u me --password-stdin
     """
+    from layouttool.ops.login import login
+
     user, password = _password(username, password_stdin)
     with progress(debug_is_verbose=True) as prog:
-        res = login(registry, user, password, progress=prog, **_connection(conn))
+        res = login(registry, user, password, progress=prog, **connection(conn))
     emit(res, as_json, lambda: None)
     summary(f"logged in to {res.registry} as {res.username}: kept in {res.location}")
 
@@ -276,6 +198,8 @@ def logout_cmd(registry: str, authfile: str | None, as_json: bool) -> None:
       layouttool logout ghcr.io
       layouttool logout reg.example:5000 --authfile ./auth.json
     """
+    from layouttool.ops.login import logout
+
     res = logout(registry, authfile=authfile)
     emit(res, as_json, lambda: None)
     summary(f"logged out of {res.registry}: removed from {res.location}")

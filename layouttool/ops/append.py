@@ -257,7 +257,7 @@ def append_layers(
             except LayoutToolError:
                 raise
             except OSError as exc:
-                raise from_oserror(exc, f"append: read {src.label}") from exc
+                raise from_oserror(exc, f"append {src.label}: read") from exc
             task.done()
             spooled.append(layer)
             notes.extend(f"{src.label}: {w}" for w in warns)

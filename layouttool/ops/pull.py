@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Unpack
 
 from layouttool import mediatypes as mt
 from layouttool.codec import CHUNK
@@ -21,6 +20,7 @@ from layouttool.model import (
 )
 from layouttool.ops.layout import set_ref
 from layouttool.ops.transfer import (
+    Connection,
     Counts,
     TransferResult,
     follow_referrers,
@@ -64,7 +64,7 @@ def _blob_descriptors(raw: bytes, media_type: str, what: str) -> list[Descriptor
     raise UnsupportedError(f"{what}: cannot pull media type {media_type!r}")
 
 
-def _media_type(content_type: str, doc: Any) -> str:
+def media_type_of(content_type: str, doc: Any) -> str:
     """The media type of a fetched manifest: Content-Type, else the document's, else by shape."""
     if content_type and content_type not in ("application/json", "text/plain"):
         return content_type
@@ -86,14 +86,10 @@ def pull_image(
     platform: Platform | None = None,
     all_platforms: bool = False,
     ref_name: str | None = None,
-    insecure: bool = False,
-    creds: tuple[str, str] | None = None,
-    cert_dir: str | os.PathLike[str] | None = None,
-    authfile: str | os.PathLike[str] | None = None,
     jobs: int = 4,
     referrers: bool = False,
-    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
+    **connection: Unpack[Connection],
 ) -> TransferResult:
     """Fetch ``source`` from its registry into the layout and tag it.
 
@@ -107,15 +103,7 @@ def pull_image(
     """
     start = time.monotonic()
     ref = RemoteRef.parse(source)
-    with open_client(
-        ref,
-        insecure=insecure,
-        creds=creds,
-        cert_dir=cert_dir,
-        authfile=authfile,
-        retries=retries,
-        progress=progress,
-    ) as client:
+    with open_client(ref, progress, **connection) as client:
         return _pull(
             client,
             ref,
@@ -165,7 +153,7 @@ def _documents(
     """The root to tag, and every manifest and index to store (children first)."""
     raw, ctype, digest = client.get_manifest(ref.repository, ref.reference, expected=ref.digest)
     doc = parse_json(raw, f"manifest {ref}")
-    root = Descriptor(media_type=_media_type(ctype, doc), digest=digest, size=len(raw))
+    root = Descriptor(media_type=media_type_of(ctype, doc), digest=digest, size=len(raw))
     if not all_platforms:
         # descend to this platform's image; only that manifest is stored and tagged
         for _ in range(_MAX_DEPTH):
@@ -346,4 +334,4 @@ def _pull(
     )
 
 
-__all__ = ["pull_image"]
+__all__ = ["media_type_of", "pull_image"]

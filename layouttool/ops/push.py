@@ -9,8 +9,8 @@ a referrer points at, which the user did not ask for.
 
 from __future__ import annotations
 
-import os
 import time
+from typing import Unpack
 
 from layouttool import mediatypes as mt
 from layouttool.codec import TeeReader
@@ -20,6 +20,7 @@ from layouttool.graph import Node, find_referrers, walk
 from layouttool.model import Descriptor
 from layouttool.ops.common import Selected, select
 from layouttool.ops.transfer import (
+    Connection,
     Counts,
     TransferResult,
     follow_referrers,
@@ -53,15 +54,11 @@ def push_image(
     image: str,
     destination: str,
     *,
-    insecure: bool = False,
-    creds: tuple[str, str] | None = None,
-    cert_dir: str | os.PathLike[str] | None = None,
-    authfile: str | os.PathLike[str] | None = None,
     jobs: int = 4,
     mount_from: str | None = None,
     referrers: bool = False,
-    retries: int = 5,
     progress: Progress = NULL_PROGRESS,
+    **connection: Unpack[Connection],
 ) -> TransferResult:
     """Upload IMAGE (a whole index with all children, or one manifest) to ``destination``.
 
@@ -81,15 +78,7 @@ def push_image(
     source_repo = _mount_source(sel.entry, dest)
     if mount_from:
         source_repo = RemoteRef.parse(f"{dest.registry}/{mount_from}").repository
-    with open_client(
-        dest,
-        insecure=insecure,
-        creds=creds,
-        cert_dir=cert_dir,
-        authfile=authfile,
-        retries=retries,
-        progress=progress,
-    ) as client:
+    with open_client(dest, progress, **connection) as client:
         return _push(image, sel, dest, client, jobs, source_repo, referrers, progress, start)
 
 

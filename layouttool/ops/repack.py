@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from layouttool import mediatypes as mt
-from layouttool.codec import CHUNK, Compression, Reader, open_sniffed
+from layouttool.codec import CHUNK, Compression, Reader
 from layouttool.digest import Digest
 from layouttool.errors import (
     InvalidInputError,
@@ -34,7 +34,7 @@ from layouttool.errors import (
     NotFoundError,
     from_oserror,
 )
-from layouttool.layers import spool_layer
+from layouttool.layers import plain_layer, spool_layer
 from layouttool.model import Descriptor, Index
 from layouttool.mutate import add_layer, history_entry
 from layouttool.ops.append import layer_target, lazy_descriptor
@@ -164,7 +164,7 @@ def _base(image: str, header: dict[str, Any], notes: list[str]) -> Base:
 
 def _hash_ranges(src: Reader, ranges: list[tuple[int, int]]) -> dict[tuple[int, int], bytes]:
     """sha256 of each (offset, size) byte range of ``src`` (ranges sorted, not overlapping),
-    reading it once, to its end."""
+    reading it once; a range the stream ends in has no hash."""
     out: dict[tuple[int, int], bytes] = {}
     pos = 0
     for off, size in ranges:
@@ -183,14 +183,14 @@ def _hash_ranges(src: Reader, ranges: list[tuple[int, int]]) -> dict[tuple[int, 
             left -= len(data)
             pos += len(data)
         out[(off, size)] = h.digest()
-    while src.read(CHUNK):
-        pass
     return out
 
 
-def _judge(layout: Layout, layers: list[Any], uncertain: list[tuple[str, RecordEntry]],
-           rootfs: Path, progress: Progress) -> set[str]:
-    """The uncertain files whose content differs from their original in the image."""
+def _judge(layout: Layout, layers: tuple[Descriptor, ...],
+           uncertain: list[tuple[str, RecordEntry]], rootfs: Path, progress: Progress
+           ) -> set[str]:
+    """The uncertain files whose content differs from their original in the image (the
+    unpacked image's ``layers``, read from the layout: the record only says where)."""
     changed: set[str] = set()
     wanted: dict[int, list[tuple[str, int, int]]] = defaultdict(list)
     for rel, r in uncertain:
@@ -199,15 +199,12 @@ def _judge(layout: Layout, layers: list[Any], uncertain: list[tuple[str, RecordE
         else:
             changed.add(rel)  # bytes we cannot find again: written, to be safe
     for li, files in sorted(wanted.items()):
-        desc = Descriptor.from_json(layers[li], f"unpack record layer {li}")
+        desc = layers[li]
         task = progress.task(f"compare with layer {li + 1} {desc.digest.short}", desc.size)
-        with layout.open_blob(desc.digest, desc.size) as blob:
-            _, plain = open_sniffed(blob, what=f"layer {desc.digest}")
-            try:
-                got = _hash_ranges(plain, sorted({(off, size) for _, off, size in files}))
-            finally:
-                plain.close()
-            blob.finish()
+        # the blob's digest covers what is read (plain_layer drains and checks it)
+        with plain_layer(layout, desc, None, what=f"layer {li + 1} {desc.digest}",
+                         advance=task.advance) as plain:
+            got = _hash_ranges(plain, sorted({(off, size) for _, off, size in files}))
         task.done()
         for rel, off, size in files:
             if got.get((off, size)) != hash_file(rootfs, rel):
@@ -250,10 +247,7 @@ def repack_image(
     if not same_fs:
         notes.append(f"{rootfs} is not on the filesystem it was unpacked to: every file "
                      "was compared by content")
-    layers = header.get("layers")
-    if not isinstance(layers, list):
-        raise InvalidInputError(f"{rec_path}: no layer list in the header")
-    changed = _judge(base.layout, layers, plan.uncertain, rootfs, progress)
+    changed = _judge(base.layout, base.manifest.layers, plan.uncertain, rootfs, progress)
     actions = plan.finish(changed)
 
     def result(update: ImageUpdate | None, layer: dict[str, Any] | None) -> RepackResult:
@@ -288,7 +282,7 @@ def repack_image(
         except LayoutToolError:
             raise
         except OSError as exc:
-            raise from_oserror(exc, "repack: read", rootfs) from exc
+            raise from_oserror(exc, f"repack {rootfs}: read") from exc
         finally:
             stream.close()
         task.done()

@@ -8,7 +8,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypedDict, Unpack
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
@@ -90,28 +90,29 @@ def run_parallel(jobs: int, items: list[Any], fn: Callable[[Any], None]) -> None
             raise e
 
 
+class Connection(TypedDict, total=False):
+    """How an operation reaches a registry (keyword arguments of every registry operation).
+
+    ``insecure``: plain HTTP (test registries); ``creds``: ``(user, password)``, else looked up
+    (``authfile`` searched first, see :mod:`layouttool.registry.credentials`); ``cert_dir``: the
+    CA files and client certificate (default: the registry's certs.d directory); ``retries``:
+    of a request or blob after a connection error, 5xx or 429 (default 5).
+    """
+
+    insecure: bool
+    creds: tuple[str, str] | None
+    cert_dir: str | os.PathLike[str] | None
+    authfile: str | os.PathLike[str] | None
+    retries: int
+
+
 def open_client(
-    ref: RemoteRef,
-    *,
-    insecure: bool = False,
-    creds: tuple[str, str] | None = None,
-    cert_dir: str | os.PathLike[str] | None = None,
-    authfile: str | os.PathLike[str] | None = None,
-    retries: int = 5,
-    progress: Progress = NULL_PROGRESS,
+    ref: RemoteRef, progress: Progress = NULL_PROGRESS, **connection: Unpack[Connection]
 ) -> Client:
-    """A client of ``ref``'s registry: TLS from ``cert_dir`` (or the registry's certs.d
-    directory), credentials ``creds`` or looked up (``authfile`` first); what ``-v`` shows and
-    the lookup's warnings go to ``progress``."""
+    """A client of ``ref``'s registry, reached as ``connection`` says; what ``-v`` shows and
+    the credential lookup's warnings go to ``progress``."""
     return Client(
-        ref.registry,
-        insecure=insecure,
-        creds=creds,
-        cert_dir=cert_dir,
-        authfile=authfile,
-        repository=ref.repository,
-        notes=progress.note,
-        retries=retries,
+        ref.registry, repository=ref.repository, notes=progress.note, **connection
     )
 
 
@@ -167,6 +168,7 @@ def follow_referrers(
 
 __all__ = [
     "MAX_REFERRERS",
+    "Connection",
     "Counts",
     "TransferResult",
     "follow_referrers",

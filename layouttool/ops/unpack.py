@@ -190,8 +190,6 @@ def _write_record(root: Path, img: ResolvedImage, facts: Facts, image: str, root
     header = {
         "image": image,
         "manifest": img.manifest_desc.to_json(),
-        "config": str(img.manifest.config.digest),
-        "layers": [d.to_json() for d in img.manifest.layers],
         "rootless": rootless,
         "dev": root.stat().st_dev,
     }

@@ -102,8 +102,9 @@ from layouttool.rootfs.tarread import (
 __all__ = ["ApplyOptions", "ApplyStats", "EntryHook", "apply_layer"]
 
 #: called after each entry is written: (its canonical path under root, ``""`` for the root
-#: itself; the member; for a hardlink, the canonical path of the file it links to)
-EntryHook = Callable[[str, tarfile.TarInfo, "str | None"], None]
+#: itself; the member, None for a missing parent made; for a hardlink, the canonical path of
+#: the file it links to)
+EntryHook = Callable[[str, "tarfile.TarInfo | None", "str | None"], None]
 
 _DIR_FLAGS = os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 _CACHE_MAX = 128
@@ -163,7 +164,8 @@ def apply_layer(
     only read forward and is left positioned somewhere after the end-of-archive marker; the
     caller drains and hashes the rest. ``progress``, when given, is called with the number of
     payload bytes written since its last call; ``on_entry`` after each entry written (not for
-    whiteouts or skipped members), which is how ``unpack`` records what it wrote.
+    whiteouts or skipped members), and with no member for each missing parent directory made
+    (what was at that path before is gone), which is how ``unpack`` records what it wrote.
 
     Raises :class:`~layouttool.errors.CorruptStreamError` for unreadable tar data,
     :class:`~layouttool.errors.UnsafeInputError` for entries that would escape ``root`` or loop,
@@ -412,6 +414,8 @@ class _Applier:
         # explicit chmod: the result must not depend on the caller's umask
         self._chmod_at(dir_fd, comp, 0o755)
         self._fresh.add(join(parent, comp))
+        if self.on_entry is not None:
+            self.on_entry(join(parent, comp), None, None)
         return os.open(comp, _DIR_FLAGS, dir_fd=dir_fd)
 
     def _open_strict(self, canon: list[str]) -> int:

@@ -18,10 +18,12 @@ hashing every file at unpack time. ``ctime`` is the key: nothing can change a fi
 content, mode, owner, xattrs or times without the kernel moving it, so a path whose inode
 and ctime are as recorded is unchanged, and only the rest is looked at.
 
-Format: the magic line ``LTUNPACK1``, one JSON header line (the image: manifest, config,
-layers, whether the unpack was rootless, the filesystem it was on), then the entries packed
-with :mod:`struct`; everything after the magic line is zlib-compressed (level 1: about 30
-bytes per path). Written once, read once, in a single pass each way.
+Format: the magic line ``LTUNPACK1``, one JSON header line (the image as named, its
+manifest's descriptor, whether the unpack was rootless, the filesystem it was on), then the
+entries packed with :mod:`struct`; everything after the magic line is zlib-compressed
+(level 1: about 30 bytes per path). Written once, read once, in a single pass each way. The
+file sits where anyone may edit it: reading checks that its paths are what a walk of a tree
+gives (:func:`_decode`), and the image's layers come from the layout, never from it.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from layouttool import errors
-from layouttool.rootfs.names import XATTR_PREFIX
+from layouttool.rootfs.names import WHITEOUT_PREFIX, XATTR_PREFIX
 from layouttool.rootfs.write import read_xattrs, sorted_names
 
 __all__ = [
@@ -63,6 +65,10 @@ _XVAL = struct.Struct("<I")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 #: the most a record may claim to hold before a header is refused (a corrupt file)
 _MAX_HEADER: Final = 16 << 20
+#: the most xattr bytes an entry may claim (Linux lists at most 64 KiB of names, each
+#: value at most 64 KiB)
+_MAX_XATTRS: Final = 16 << 20
+_WHITEOUT: Final = os.fsencode(WHITEOUT_PREFIX)
 
 
 def record_path(rootfs: Path) -> Path:
@@ -75,8 +81,10 @@ def record_path(rootfs: Path) -> Path:
 
 @dataclass(frozen=True, slots=True)
 class RecordEntry:
-    """One path as unpack left it (``path`` relative, ``b""`` for the root)."""
+    """One path as unpack left it (``path`` relative, ``b""`` for the root; ``key`` its
+    components, the sort key of the walk)."""
 
+    key: tuple[bytes, ...]
     path: bytes
     mode: int
     uid: int
@@ -93,11 +101,6 @@ class RecordEntry:
     link: bytes = b""
     xattrs: dict[str, bytes] = field(default_factory=dict)
 
-    @property
-    def key(self) -> tuple[bytes, ...]:
-        """The sort key of the walk: the path's components."""
-        return tuple(self.path.split(b"/")) if self.path else ()
-
 
 class Facts:
     """What the layers said about each path, collected while they are applied (the
@@ -107,11 +110,16 @@ class Facts:
         #: canonical path -> (uid, gid, source layer, source offset, has xattrs)
         self.by_path: dict[str, tuple[int, int, int, int, bool]] = {}
 
-    def hook(self, layer: int) -> Callable[[str, tarfile.TarInfo, str | None], None]:
+    def hook(self, layer: int) -> Callable[[str, tarfile.TarInfo | None, str | None], None]:
         """The hook to pass to ``apply_layer`` for layer number ``layer``."""
         facts = self.by_path
 
-        def on_entry(path: str, m: tarfile.TarInfo, link_src: str | None) -> None:
+        def on_entry(path: str, m: tarfile.TarInfo | None, link_src: str | None) -> None:
+            if m is None:
+                # a parent unpack made: no layer said anything about it (what a layer said
+                # about the path before, a whiteout or this directory removed)
+                facts.pop(path, None)
+                return
             if link_src is not None:
                 # a hardlink is the inode it links to: that file's owner, bytes and xattrs
                 facts[path] = facts.get(link_src, (0, 0, -1, 0, True))
@@ -303,14 +311,49 @@ class Record:
 
 
 def _decode(read: Callable[[int], bytes | None], what: str) -> Iterator[RecordEntry]:
+    """The entries, each checked to be what a walk of a tree gives (the file sits beside
+    the rootfs, where anyone may edit it, and its paths become whiteouts): the root first,
+    then names that are names (no empty, ``.``, ``..`` or ``.wh.`` component), in strictly
+    increasing order, each inside a directory listed before it."""
+    #: the directories on the way to the last entry: their keys, root first
+    dirs: list[tuple[bytes, ...]] = []
+    prev: tuple[bytes, ...] | None = None
     while (head := read(_ENTRY.size)) is not None:
         (plen, mode, uid, gid, size, mtime, ctime, ino, nlink, rdev, layer, offset, llen,
          xlen) = _ENTRY.unpack(head)
+        if xlen > _MAX_XATTRS:
+            raise errors.InvalidInputError(f"{what}: an entry claims {xlen} bytes of xattrs")
         rest = read(plen + llen + xlen) if plen + llen + xlen else b""
         if rest is None:
             raise errors.CorruptStreamError(f"{what}: truncated")
-        yield RecordEntry(rest[:plen], mode, uid, gid, size, mtime, ctime, ino, nlink, rdev,
-                          layer, offset, rest[plen:plen + llen], _xattrs(rest[plen + llen:]))
+        path = rest[:plen]
+        key = _check_key(path, prev, dirs, what)
+        if stat.S_ISDIR(mode):
+            dirs.append(key)
+        prev = key
+        yield RecordEntry(key, path, mode, uid, gid, size, mtime, ctime, ino, nlink, rdev,
+                          layer, offset, rest[plen:plen + llen],
+                          _xattrs(rest[plen + llen:], path, what))
+
+
+def _check_key(path: bytes, prev: tuple[bytes, ...] | None, dirs: list[tuple[bytes, ...]],
+               what: str) -> tuple[bytes, ...]:
+    """``path``'s key, if it may follow ``prev`` (see :func:`_decode`)."""
+    if prev is None:
+        if path:
+            raise errors.InvalidInputError(f"{what}: it does not start with the root")
+        return ()
+    key = tuple(path.split(b"/"))
+    for comp in key:
+        if comp in (b"", b".", b"..") or comp.startswith(_WHITEOUT) or b"\0" in comp:
+            raise errors.InvalidInputError(f"{what}: bad path {path!r}")
+    if key <= prev:
+        raise errors.InvalidInputError(f"{what}: {path!r} is out of order")
+    while dirs and dirs[-1] != key[:len(dirs[-1])]:
+        dirs.pop()
+    if not dirs or len(dirs[-1]) != len(key) - 1:
+        raise errors.InvalidInputError(f"{what}: {path!r} is not inside a directory")
+    return key
 
 
 def read_entries(data: bytes, what: str) -> Iterator[RecordEntry]:
@@ -330,14 +373,19 @@ def read_entries(data: bytes, what: str) -> Iterator[RecordEntry]:
     return _decode(read, what)
 
 
-def _xattrs(blob: bytes) -> dict[str, bytes]:
+def _xattrs(blob: bytes, path: bytes, what: str) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     i = 0
-    while i < len(blob):
-        (n,) = _XNAME.unpack_from(blob, i)
-        name = blob[i + 2:i + 2 + n].decode("utf-8", "surrogateescape")
-        i += 2 + n
-        (v,) = _XVAL.unpack_from(blob, i)
-        out[name] = blob[i + 4:i + 4 + v]
-        i += 4 + v
+    try:
+        while i < len(blob):
+            (n,) = _XNAME.unpack_from(blob, i)
+            name = blob[i + 2:i + 2 + n].decode("utf-8", "surrogateescape")
+            i += 2 + n
+            (v,) = _XVAL.unpack_from(blob, i)
+            if i + 4 + v > len(blob):
+                raise struct.error("value past the end")
+            out[name] = blob[i + 4:i + 4 + v]
+            i += 4 + v
+    except struct.error as exc:
+        raise errors.InvalidInputError(f"{what}: {path!r}: bad xattrs ({exc})") from exc
     return out

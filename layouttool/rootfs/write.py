@@ -307,10 +307,27 @@ def disk_entry(
 ) -> TarEntry | None:
     """The entry for ``name`` in the directory ``dir_fd`` (lstat'ed as ``st``).
 
-    ``rel`` names it in messages, ``tar_name`` in the layer. Returns None for a socket (with a
-    warning). A regular file's content is opened when the stream gets to it, with
-    ``O_NOFOLLOW``; its type is checked again then.
+    ``rel`` names it in messages (and in an ``OSError``'s ``filename``), ``tar_name`` in the
+    layer. Returns None for a socket (with a warning). A name starting with ``.wh.`` is
+    refused (:class:`~layouttool.errors.InvalidInputError`): every unpacker would read it as
+    a whiteout, deleting instead of adding (umoci refuses it too). A regular file's content
+    is opened when the stream gets to it, with ``O_NOFOLLOW``; its type is checked again then.
     """
+    if name.startswith(WHITEOUT_PREFIX):
+        raise errors.InvalidInputError(
+            f"{rel}: a name starting with {WHITEOUT_PREFIX!r} cannot be stored in a layer: "
+            "unpackers would read it as a whiteout and delete instead of add; rename it"
+        )
+    try:
+        return _disk_entry(dir_fd, name, st, rel, tar_name, owner, clamp, warn)
+    except OSError as exc:
+        exc.filename = rel
+        raise
+
+
+def _disk_entry(dir_fd: int, name: str, st: os.stat_result, rel: str, tar_name: str,
+                owner: tuple[int, int], clamp: int | None, warn: Callable[[str], None]
+                ) -> TarEntry | None:
     kind = _TYPE_OF_MODE.get(stat.S_IFMT(st.st_mode))
     if kind is None:
         warn(f"{rel}: sockets cannot be stored in a layer; skipped")
@@ -333,7 +350,11 @@ def disk_entry(
 
 def _opener(dir_fd: int, name: str, st: os.stat_result, rel: str) -> Opener:
     def open_() -> Source:
-        fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        try:
+            fd = os.open(name, _FILE_FLAGS, dir_fd=dir_fd)
+        except OSError as exc:
+            exc.filename = rel
+            raise
         fst = os.fstat(fd)
         if (fst.st_ino, fst.st_dev) != (st.st_ino, st.st_dev):
             os.close(fd)
@@ -369,11 +390,13 @@ def walk_tree(
 ) -> Iterator[TarEntry]:
     """Every entry below ``root`` (not ``root`` itself), depth first, names sorted by bytes.
 
-    Entries are named ``prefix/<path>``. Symlinks are stored, never followed; directories
-    are descended through descriptors opened with ``O_NOFOLLOW``. Pass the result through
-    :func:`link_hardlinks`. ``OSError`` propagates (the caller names the source).
+    Entries are named ``prefix/<path>``. ``root`` itself is what the user named, so it may
+    be reached through a symlink; below it symlinks are stored, never followed, and
+    directories are descended through descriptors opened with ``O_NOFOLLOW``. Pass the
+    result through :func:`link_hardlinks`. ``OSError`` propagates with the path below
+    ``root`` as its ``filename`` (the caller names the source).
     """
-    top = os.open(root, _DIR_FLAGS)
+    top = os.open(root, _DIR_FLAGS & ~os.O_NOFOLLOW)
     try:
         yield from walk_below(top, "", prefix=prefix, owner=owner, clamp=clamp, warn=warn)
     finally:
@@ -397,13 +420,20 @@ def walk_below(
             st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
         except FileNotFoundError:
             continue  # removed since listed
+        except OSError as exc:
+            exc.filename = path
+            raise
         e = disk_entry(dir_fd, name, st, path, tar_name=join(prefix, path),
                        owner=owner(path, st), clamp=clamp, warn=warn)
         if e is None:
             continue
         yield e
         if e.type == tarfile.DIRTYPE:
-            sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            try:
+                sub = os.open(name, _DIR_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                exc.filename = path
+                raise
             try:
                 yield from walk_below(sub, path, prefix=prefix, owner=owner, clamp=clamp,
                                       warn=warn)
