@@ -86,6 +86,11 @@ ANNOT_ZSTD_CHUNKED_TOC_POSITION: Final = "io.github.containers.zstd-chunked.mani
 ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION: Final = (
     "io.github.containers.zstd-chunked.tarsplit-position"
 )
+#: zstd:chunked: sha256 of the compressed tar-split, as containers/storage 1.47 to 1.49 named it
+#: (later in the TOC's ``tarSplitDigest``); read, never written
+ANNOT_ZSTD_CHUNKED_TARSPLIT_DIGEST_OLD: Final = (
+    "io.github.containers.zstd-chunked.tarsplit-checksum"
+)
 #: the keys containers/storage before 1.44 (podman 4.x) wrote; read, never written
 ANNOT_ZSTD_CHUNKED_TOC_DIGEST_OLD: Final = "io.containers.zstd-chunked.manifest-checksum"
 ANNOT_ZSTD_CHUNKED_TOC_POSITION_OLD: Final = "io.containers.zstd-chunked.manifest-position"

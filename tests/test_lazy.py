@@ -29,6 +29,7 @@ from test_convert import add_image, named, read_json, set_index, sha
 
 from layouttool import mediatypes as mt
 from layouttool.codec import Compression
+from layouttool.errors import CorruptStreamError
 from layouttool.lazy import LazyOptions, estargz, zstd_chunked
 from layouttool.lazy.chunker import Chunker
 from layouttool.lazy.tarsplit import iter_items
@@ -317,6 +318,24 @@ def test_zstd_chunked_toc_fields_as_containers_storage() -> None:
     ]
 
 
+def test_toc_xattrs_are_every_schily_record_as_go_reads_them() -> None:
+    """containers/storage (minimal.NewFileMetadata) and estargz take a TOC's xattrs from Go's
+    ``hdr.PAXRecords``, which keeps a record with an empty value (only the deprecated
+    ``hdr.Xattrs`` drops it), and Go's JSON writes a map's keys sorted. A TOC without the empty
+    one is refused by containers/storage ("TOC and tar-split metadata doesn't match")."""
+    plain = build_layer(
+        [{"name": "x", "data": "1", "xattrs": {"user.z": b"1", "user.empty": b"", "user.a": b""}}]
+    )
+    want = {"user.a": "", "user.empty": "", "user.z": base64.b64encode(b"1").decode()}
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    [e] = [e for e in check_zstd_chunked(blob, ann, plain) if e["name"] == "x"]
+    assert e["xattrs"] == want and list(e["xattrs"]) == sorted(want)
+    eblob, eann, ediff = written(estargz, plain)
+    [e] = [e for e in check_estargz(eblob, eann)[1] if e["name"] == "x"]
+    assert e["xattrs"] == want and list(e["xattrs"]) == sorted(want)
+    assert findings(blob, ann, diff_id) == findings(eblob, eann, ediff) == []
+
+
 @pytest.mark.parametrize("kind", sorted(LAYERS))
 @pytest.mark.parametrize("chunk", [64 << 10, 4 << 20])
 def test_estargz_round_trip(kind: str, chunk: int) -> None:
@@ -476,35 +495,61 @@ def findings(blob: bytes, ann: dict[str, str], diff_id: str | None) -> list[str]
 
 
 def relie_zstd_chunked(
-    blob: bytes, ann: dict[str, str], mutate: Any
+    blob: bytes,
+    ann: dict[str, str],
+    mutate: Any = None,
+    *,
+    tar_split: Any = None,
+    era: str = "current",
 ) -> tuple[bytes, dict[str, str]]:
-    """The same blob with its TOC changed by ``mutate`` (annotations and footer made to agree,
-    so only the lie itself is left)."""
+    """The same blob with its TOC changed by ``mutate`` and its tar-split's entries (dicts, one
+    a line) by ``tar_split`` (annotations, digests and footer made to agree, so only the lie
+    itself is left). ``era="1.47"`` lays it out as containers/storage 1.47 to 1.49 did: the
+    tar-split's digest in an annotation rather than in the TOC, a 56-byte footer."""
     loc = zstd_chunked.locate(ann)
     assert loc.tar_split is not None
     toc = zstd_chunked.decompress_toc(
         blob[loc.toc.offset : loc.toc.offset + loc.toc.length], loc.toc.uncompressed, "t"
     )
-    mutate(toc["entries"])
+    if mutate is not None:
+        mutate(toc["entries"])
+    cts = blob[loc.tar_split.offset : loc.tar_split.offset + loc.tar_split.length]
+    tsu = loc.tar_split.uncompressed
+    if tar_split is not None:
+        dec = zstandard.ZstdDecompressor().decompressobj().decompress(cts)
+        lines = [json.loads(x) for x in dec.splitlines()]
+        tar_split(lines)
+        ts = b"".join(json.dumps(x).encode() + b"\n" for x in lines)
+        cts, tsu = zstandard.ZstdCompressor().compress(ts), len(ts)
+    if era == "1.47":
+        del toc["tarSplitDigest"]
+    else:
+        toc["tarSplitDigest"] = sha(cts)
     toc_json = json.dumps(toc).encode()
     ctoc = zstandard.ZstdCompressor().compress(toc_json)
-    cts = blob[loc.tar_split.offset : loc.tar_split.offset + loc.tar_split.length]
     data = blob[: loc.toc.offset - 8]
     toc_off = len(data) + 8
     ts_off = toc_off + len(ctoc) + 8
-    tsu = loc.tar_split.uncompressed
-    footer = struct.pack("<7Q", toc_off, len(ctoc), len(toc_json), 1, ts_off, len(cts), tsu)
+    if era == "1.47":
+        footer = struct.pack("<4Q", toc_off, len(ctoc), len(toc_json), 1) + b"GnUlInUx"
+        footer += bytes(16)
+    else:
+        footer = struct.pack("<7Q", toc_off, len(ctoc), len(toc_json), 1, ts_off, len(cts), tsu)
+        footer += b"GNUlInUx"
     new = (
         data
         + zstd_chunked.skippable(ctoc)
         + zstd_chunked.skippable(cts)
-        + zstd_chunked.skippable(footer + b"GNUlInUx")
+        + zstd_chunked.skippable(footer)
     )
-    return new, {
+    out = {
         mt.ANNOT_ZSTD_CHUNKED_TOC_DIGEST: sha(ctoc),
         mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{toc_off}:{len(ctoc)}:{len(toc_json)}:1",
         mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_POSITION: f"{ts_off}:{len(cts)}:{tsu}",
     }
+    if era == "1.47":
+        out[mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_DIGEST_OLD] = sha(cts)
+    return new, out
 
 
 def relie_estargz(blob: bytes, ann: dict[str, str], mutate: Any) -> tuple[bytes, dict[str, str]]:
@@ -592,7 +637,7 @@ def test_lying_annotations_are_problems() -> None:
     moved = {**ann, mt.ANNOT_ZSTD_CHUNKED_TOC_POSITION: f"{int(o) - 1}:{ln}:{u}:{t}"}
     assert "lazy-annotation" in findings(blob, moved, diff_id)
     assert findings(blob, ann, "sha256:" + "3" * 64) == ["lazy-diff-id"]
-    assert findings(blob[:-10], ann, diff_id) == ["lazy-toc"]  # truncated footer
+    assert set(findings(blob[:-10], ann, diff_id)) == {"lazy-toc"}  # truncated footer
     eblob, eann, ediff = written(estargz, plain)
     assert findings(eblob, {**eann, mt.ANNOT_ESTARGZ_UNCOMPRESSED_SIZE: "12"}, ediff) == [
         "lazy-size"
@@ -602,12 +647,125 @@ def test_lying_annotations_are_problems() -> None:
     assert findings(eblob[:-3], eann, ediff) == ["lazy-toc"]
 
 
-def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) -> None:
+def _ts_file(lines: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    return next(x for x in lines if x["type"] == 1 and x.get("name") == name)
+
+
+def _ts_segment_before(lines: list[dict[str, Any]], name: str) -> dict[str, Any]:
+    i = lines.index(_ts_file(lines, name))
+    return lines[i - 1]
+
+
+def _flip_payload(doc: dict[str, Any], at: int = -1) -> None:
+    raw = bytearray(base64.b64decode(doc["payload"]))
+    raw[at] ^= 1
+    doc["payload"] = base64.b64encode(bytes(raw)).decode()
+
+
+TS_LIES = {
+    # containers/storage rebuilds the layer from the tar-split and the files of a partial pull
+    # (tar-split's asm.WriteOutputTarStream checks each file's CRC-64), and checks the result
+    # against the diff_id: each of these makes that fail, though TOC and tar agree
+    "a header byte": lambda ts: _flip_payload(_ts_segment_before(ts, "etc/passwd"), 150),
+    "a file's CRC-64": lambda ts: _flip_payload(_ts_file(ts, "big.bin")),
+    "a file's name": lambda ts: _ts_file(ts, "big.bin").update(name="big.bim"),
+    "a file's size": lambda ts: _ts_file(ts, "big.bin").update(size=7),
+    "a file left out": lambda ts: ts.remove(_ts_file(ts, "etc/passwd")),
+    "the end blocks": lambda ts: _flip_payload(ts[-1]),
+    "an entry too many": lambda ts: ts.append({"type": 2, "payload": "AA==", "position": 999}),
+}
+
+
+@pytest.mark.parametrize("lie", sorted(TS_LIES))
+def test_zstd_chunked_lying_tar_split_is_a_problem(lie: str) -> None:
     plain = kinds_layer()
     blob, ann, diff_id = written(zstd_chunked, plain)
-    bad, bad_ann = relie_zstd_chunked(blob, ann, ZC_LIES["wrong file digest"][0])
+    same, same_ann = relie_zstd_chunked(blob, ann, tar_split=lambda ts: None)
+    assert findings(same, same_ann, diff_id) == []  # the helper itself changes nothing
+    bad, bad_ann = relie_zstd_chunked(blob, ann, tar_split=TS_LIES[lie])
+    assert findings(bad, bad_ann, diff_id) == ["lazy-tar-split"]
+
+
+def test_zstd_chunked_as_containers_storage_1_47_laid_it_out_is_read() -> None:
+    """containers/storage 1.47 to 1.49 (podman 4.6, 4.7) padded the 40-byte footer to 56 bytes
+    and named the tar-split's digest in an annotation: valid layers, read by the annotations."""
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    old, old_ann = relie_zstd_chunked(blob, ann, era="1.47")
+    assert old[-24:-16] == b"GnUlInUx" and old[-16:] == bytes(16)
+    assert findings(old, old_ann, diff_id) == []
+    bad, bad_ann = relie_zstd_chunked(blob, ann, era="1.47", tar_split=TS_LIES["a file's size"])
+    assert findings(bad, bad_ann, diff_id) == ["lazy-tar-split"]
+    lying = {**old_ann, mt.ANNOT_ZSTD_CHUNKED_TARSPLIT_DIGEST_OLD: "sha256:" + "4" * 64}
+    assert findings(old, lying, diff_id) == ["lazy-toc-digest"]
+
+
+def test_toc_times_compare_as_instants_whatever_the_utc_offset() -> None:
+    """Go's JSON writes a time in the writer's local zone (podman in Berlin writes +02:00):
+    the same instant is no lie."""
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+
+    def berlin(entries: list[dict[str, Any]]) -> None:
+        for e in entries:
+            if e.get("modtime") == "2020-09-13T12:26:40Z":
+                e["modtime"] = "2020-09-13T14:26:40+02:00"
+        _entry(entries, "frac")["modtime"] = "2020-09-13T07:26:40.250-05:00"
+
+    local, local_ann = relie_zstd_chunked(blob, ann, berlin)
+    assert findings(local, local_ann, diff_id) == []
+    later, later_ann = relie_zstd_chunked(
+        blob, ann, lambda es_: _entry(es_, "frac").update(modtime="2020-09-13T12:26:40.26Z")
+    )
+    assert findings(later, later_ann, diff_id) == ["lazy-toc-entry"]
+
+
+def test_a_toc_bomb_is_refused_after_its_announced_size() -> None:
+    """A TOC frame may expand to far more than manifest-position announces: only the announced
+    size (plus one byte) is ever decompressed."""
+    huge = zstandard.ZstdCompressor().compressobj()
+    ctoc = huge.compress(bytes(1 << 28)) + huge.flush()  # 256 MiB of zeros in ~8 KiB
+    with pytest.raises(CorruptStreamError, match="more than the 100 announced"):
+        zstd_chunked.decompress_toc(ctoc, 100, "layer")
+
+
+TYPE_LIES = {
+    "a string chunkOffset": lambda es_: _entry(es_, "big.bin", 1).update(chunkOffset="x"),
+    "a list chunkSize": lambda es_: _entry(es_, "big.bin", 1).update(chunkSize=[1]),
+    "a string innerOffset": lambda es_: _entry(es_, "big.bin").update(innerOffset="1"),
+    "a negative mode": lambda es_: _entry(es_, "etc/").update(mode=-1),
+    "a number for a name": lambda es_: _entry(es_, "etc/").update(name=5),
+    "xattrs as a list": lambda es_: _entry(es_, "xattr").update(xattrs=["a"]),
+}
+
+
+@pytest.mark.parametrize("fmt", ["zstd:chunked", "estargz"])
+@pytest.mark.parametrize("lie", sorted(TYPE_LIES))
+def test_a_toc_of_wrong_json_types_is_a_problem_not_a_crash(
+    tmp_path: Path, fmt: str, lie: str
+) -> None:
+    plain = kinds_layer()
+    if fmt == "zstd:chunked":
+        blob, ann, diff_id = written(zstd_chunked, plain)
+        bad, bad_ann = relie_zstd_chunked(blob, ann, TYPE_LIES[lie])
+        media_type = mt.MT_OCI_LAYER_ZSTD
+    else:
+        blob, ann, diff_id = written(estargz, plain, chunk_size=64 << 10)
+        bad, bad_ann = relie_estargz(blob, ann, TYPE_LIES[lie])
+        diff_id = sha(gzip.decompress(bad))
+        media_type = mt.MT_OCI_LAYER_GZIP
+    layout = one_layer_layout(tmp_path, bad, bad_ann, diff_id, media_type)
+    r = run_cli("verify", layout, "--json")
+    assert r.code in (4, 5) and "Traceback" not in r.stderr, r.stderr
+    codes = [p["code"] for p in json.loads(r.stdout)["problems"]]
+    assert "lazy-toc" in codes and set(codes) <= {"lazy-toc", "lazy-toc-entry"}
+
+
+def one_layer_layout(
+    tmp_path: Path, blob: bytes, ann: dict[str, str], diff_id: str, media_type: str
+) -> Path:
     layout = Layout.init(tmp_path / "oci")
-    info = layout.put_bytes(bad)
+    info = layout.put_bytes(blob)
     cfg = layout.put_json(
         {
             "architecture": "amd64",
@@ -621,17 +779,25 @@ def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) ->
             "schemaVersion": 2,
             "mediaType": mt.MT_OCI_MANIFEST,
             "config": cfg.to_json(),
-            "layers": [{**info.descriptor(mt.MT_OCI_LAYER_ZSTD).to_json(), "annotations": bad_ann}],
+            "layers": [{**info.descriptor(media_type).to_json(), "annotations": ann}],
         },
         mt.MT_OCI_MANIFEST,
     )
     set_index(layout, [named(man, "lie")])
-    r = run_cli("verify", layout.root, "--json")
+    return layout.root
+
+
+def test_verify_reports_a_lying_toc_with_one_line_per_problem(tmp_path: Path) -> None:
+    plain = kinds_layer()
+    blob, ann, diff_id = written(zstd_chunked, plain)
+    bad, bad_ann = relie_zstd_chunked(blob, ann, ZC_LIES["wrong file digest"][0])
+    root = one_layer_layout(tmp_path, bad, bad_ann, diff_id, mt.MT_OCI_LAYER_ZSTD)
+    r = run_cli("verify", root, "--json")
     assert r.code == 5
     doc = json.loads(r.stdout)
     assert [p["code"] for p in doc["problems"]] == ["lazy-toc-content"]
     assert "etc/passwd" in doc["problems"][0]["message"]
-    r = run_cli("unpack", f"{layout.root}:lie", tmp_path / "u", "--rootless")
+    r = run_cli("unpack", f"{root}:lie", tmp_path / "u", "--rootless")
     assert r.code == 0, r.stderr  # the tar itself is sound: unpack reads the tar, not the TOC
 
 

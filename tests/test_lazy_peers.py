@@ -25,6 +25,7 @@ from test_lazy import kinds_layer
 from treeutil import diff, snapshot
 
 from layouttool import mediatypes as mt
+from layouttool.lazy import zstd_chunked
 from layouttool.ops.verify import verify_layout
 from layouttool.store import Layout
 
@@ -134,8 +135,9 @@ def test_unpack_of_lazy_image_equals_umoci_of_gzip_original(
     assert not any(n in got for n in ("stargz.index.json", ".no.prefetch.landmark"))
 
 
-def podman_layout(tmp_path: Path, podman: list[str], *, padded: bool) -> Path:
-    """An image podman pushed with --compression-format zstd:chunked to an oci: directory."""
+def podman_layout(tmp_path: Path, podman: list[str], *, padded: bool, tz: str = "UTC") -> Path:
+    """An image podman pushed with --compression-format zstd:chunked to an oci: directory
+    (its TOC's times are in the time zone ``tz``: Go writes them in the local one)."""
     data = kinds_layer(tarfile.GNU_FORMAT)
     if not padded:  # cut the tar's record padding after the end-of-archive blocks
         with tarfile.open(fileobj=io.BytesIO(data)) as tf:
@@ -152,12 +154,23 @@ def podman_layout(tmp_path: Path, podman: list[str], *, padded: bool) -> Path:
         "zstd:chunked",
         "localhost/lz:1",
         f"oci:{out}:lz",
+        env={**os.environ, "TZ": tz},
     )
     return out
 
 
-def test_we_read_what_podman_writes_as_zstd_chunked(tmp_path: Path, podman: list[str]) -> None:
-    out = podman_layout(tmp_path, podman, padded=False)
+@pytest.mark.parametrize("tz", ["UTC", "Europe/Berlin"])
+def test_we_read_what_podman_writes_as_zstd_chunked(
+    tmp_path: Path, podman: list[str], tz: str
+) -> None:
+    out = podman_layout(tmp_path, podman, padded=False, tz=tz)
+    if tz != "UTC":  # the TOC's times carry the offset, and verify takes them as instants
+        idx = json.loads((out / "index.json").read_bytes())
+        layer = read_json(out, idx["manifests"][0]["digest"])["layers"][0]
+        blob = (out / "blobs/sha256" / layer["digest"][7:]).read_bytes()
+        toc = zstd_chunked.locate(layer["annotations"]).toc
+        ctoc = blob[toc.offset : toc.offset + toc.length]
+        assert "+02:00" in json.dumps(zstd_chunked.decompress_toc(ctoc, toc.uncompressed, "t"))
     idx = json.loads((out / "index.json").read_bytes())
     man = read_json(out, idx["manifests"][0]["digest"])
     layer = man["layers"][0]

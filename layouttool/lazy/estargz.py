@@ -42,7 +42,7 @@ from layouttool.errors import CorruptStreamError, InvalidInputError, NotFoundErr
 from layouttool.lazy import ESTARGZ_OWN_ENTRIES, LazyLayer, LazyOptions
 from layouttool.lazy.frames import FrameWriter, gzip_members
 from layouttool.lazy.tarscan import BLOCK, TarEntry, TarHeader, TarScanner
-from layouttool.lazy.toc import b64, dumps, entry_type, rfc3339_seconds, text
+from layouttool.lazy.toc import dumps, entry_type, rfc3339_seconds, text, xattrs
 
 TOC_NAME: Final = "stargz.index.json"
 PREFETCH_LANDMARK: Final = ".prefetch.landmark"
@@ -164,11 +164,9 @@ class _Writer:
                 doc["devMajor"] = h.devmajor
             if h.devminor:
                 doc["devMinor"] = h.devminor
-        if h.xattrs:
-            doc["xattrs"] = {
-                text(k.encode("utf-8", "surrogateescape"), "xattr name", what): b64(v)
-                for k, v in h.xattrs.items()
-            }
+        xa = xattrs(h, what)
+        if xa:
+            doc["xattrs"] = xa
         self.fw.write(lead + raw)
         if typ != "reg":
             self.entries.append((doc, None))

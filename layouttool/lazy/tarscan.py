@@ -63,7 +63,7 @@ class TarHeader:
     gname: bytes
     devmajor: int
     devminor: int
-    #: ``SCHILY.xattr.<key>`` records: key -> raw value
+    #: ``SCHILY.xattr.<key>`` records: key -> raw value (empty values too, as Go's PAXRecords)
     xattrs: dict[str, bytes] = field(default_factory=dict)
     #: every PAX record of the entry (GNU sparse ones included)
     pax: dict[str, bytes] = field(default_factory=dict)
@@ -231,6 +231,10 @@ def _parse_block(blk: bytes) -> TarHeader:
 
 def _merge_pax(h: TarHeader, recs: dict[str, bytes]) -> None:
     for k, v in recs.items():
+        if k.startswith("SCHILY.xattr."):
+            # as Go's PAXRecords (which the TOC writers read), an empty value is kept
+            h.xattrs[k[len("SCHILY.xattr.") :]] = v
+            continue
         if not v:
             continue  # an empty value keeps the header's own
         try:
@@ -254,8 +258,6 @@ def _merge_pax(h: TarHeader, recs: dict[str, bytes]) -> None:
                 h.atime_ns = parse_pax_time(v)
             elif k == "ctime":
                 h.ctime_ns = parse_pax_time(v)
-            elif k.startswith("SCHILY.xattr."):
-                h.xattrs[k[len("SCHILY.xattr.") :]] = v
         except ValueError:
             raise CorruptStreamError(f"tar: invalid PAX record {k}={v!r}") from None
     h.pax = recs

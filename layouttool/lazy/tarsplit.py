@@ -21,11 +21,14 @@ import json
 import posixpath
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 from layouttool.digest import Digest, new_hasher
 from layouttool.errors import CorruptStreamError, UnsupportedError
 from layouttool.lazy.toc import b64
+
+if TYPE_CHECKING:
+    from layouttool.codec import Reader
 
 SEGMENT: Final = 2
 FILE: Final = 1
@@ -120,6 +123,23 @@ class Item:
     size: int = 0
 
 
+#: a tar-split line longer than this is refused (a 1 MiB segment is a 1.4 MB line of base64)
+MAX_LINE: Final = 4 << 20
+
+
+def read_lines(r: Reader, what: str) -> Iterator[bytes]:
+    """The lines of a decompressed tar-split stream, in bounded memory."""
+    rest = b""
+    while data := r.read(1 << 20):
+        lines = (rest + data).split(b"\n")
+        rest = lines.pop()
+        if len(rest) > MAX_LINE:
+            raise CorruptStreamError(f"{what}: a tar-split line is longer than {MAX_LINE} bytes")
+        yield from lines
+    if rest:
+        yield rest
+
+
 def iter_items(lines: Iterator[bytes], what: str) -> Iterator[Item]:
     """Parse tar-split lines (bytes, newline-terminated)."""
     import base64
@@ -162,4 +182,5 @@ __all__ = [
     "clean",
     "crc64",
     "iter_items",
+    "read_lines",
 ]

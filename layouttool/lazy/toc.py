@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import datetime as _dt
 import json
+import re
 from typing import Any, Final
 
 from layouttool.errors import UnsupportedError
@@ -67,6 +68,30 @@ def rfc3339_nano(ns: int, what: str) -> str:
     return out + "Z"
 
 
+#: Go's zero ``time.Time`` (0001-01-01T00:00:00Z), in nanoseconds since the epoch
+GO_ZERO_TIME_NS: Final = -62_135_596_800 * 1_000_000_000
+_RFC3339: Final = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[Tt](\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?(?:[Zz]|([+-])(\d\d):(\d\d))"
+)
+
+
+def parse_rfc3339_ns(value: str) -> int | None:
+    """An RFC 3339 time (any UTC offset, up to nanoseconds) in nanoseconds since the epoch;
+    None when it is not one (Go's writers use the local zone: ``+02:00`` is as good as ``Z``)."""
+    m = _RFC3339.fullmatch(value)
+    if m is None:
+        return None
+    y, mo, d, hh, mi, ss, frac, sign, oh, om = m.groups()
+    try:
+        t = _dt.datetime(int(y), int(mo), int(d), int(hh), int(mi), int(ss), tzinfo=_dt.UTC)
+    except ValueError:
+        return None
+    secs = (t - _EPOCH) // _dt.timedelta(seconds=1)
+    if sign:
+        secs -= (1 if sign == "+" else -1) * (int(oh) * 3600 + int(om) * 60)
+    return secs * 1_000_000_000 + int((frac or "").ljust(9, "0"))
+
+
 def rfc3339_seconds(ns: int, what: str) -> str:
     """eStargz's ``modtime``: empty for the epoch second, else UTC rounded to the second."""
     if ns // 1_000_000_000 == 0:
@@ -83,10 +108,11 @@ def b64(data: bytes) -> str:
 
 
 def xattrs(h: TarHeader, what: str) -> dict[str, str]:
-    """``SCHILY.xattr.*`` records as a TOC holds them: key -> base64 of the value."""
+    """``SCHILY.xattr.*`` records as a TOC holds them: key -> base64 of the value, keys sorted
+    (Go's JSON of a map), empty values kept (both writers read Go's ``hdr.PAXRecords``)."""
     return {
-        text(k.encode("utf-8", "surrogateescape"), "xattr name", what): b64(v)
-        for k, v in h.xattrs.items()
+        text(k.encode("utf-8", "surrogateescape"), "xattr name", what): b64(h.xattrs[k])
+        for k in sorted(h.xattrs)
     }
 
 
@@ -101,9 +127,11 @@ def dumps(doc: Any, *, indent: str | None = None) -> bytes:
 
 
 __all__ = [
+    "GO_ZERO_TIME_NS",
     "b64",
     "dumps",
     "entry_type",
+    "parse_rfc3339_ns",
     "rfc3339_nano",
     "rfc3339_seconds",
     "text",

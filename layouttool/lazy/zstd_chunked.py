@@ -11,8 +11,10 @@ Layout of a blob, all one valid zstd stream whose decompressed bytes are the ori
 * a skippable frame holding the zstd-compressed tar-split stream (:mod:`.tarsplit`);
 * a skippable frame holding the 64-byte footer: LE64 TOC offset, compressed length,
   uncompressed length, type (1), tar-split offset, compressed length, uncompressed length, then
-  the magic ``GNUlInUx``. (containers/storage before 1.44, as in podman 4.x, wrote a 40-byte
-  footer ending in ``GnUlInUx`` and no tar-split; both are read.)
+  the magic ``GNUlInUx``. Older writers are read too: containers/storage before 1.47 (podman
+  4.3: the ``io.containers.zstd-chunked.*`` keys before 1.44) wrote a 40-byte footer ending in
+  ``GnUlInUx`` and no tar-split; 1.47 to 1.49 padded that footer to 56 bytes and named the
+  tar-split's digest in a ``tarsplit-checksum`` annotation rather than in the TOC.
 
 Offsets point at the payload of a skippable frame (past its 8-byte header). The layer
 descriptor carries ``manifest-checksum`` (sha256 of the compressed TOC), ``manifest-position``
@@ -52,6 +54,9 @@ FOOTER_MAGIC: Final = b"GNUlInUx"
 OLD_FOOTER_MAGIC: Final = b"GnUlInUx"
 FOOTER_SIZE: Final = 64
 OLD_FOOTER_SIZE: Final = 40
+#: containers/storage 1.47 to 1.49 (podman 4.6, 4.7) wrote the old 40 bytes padded with zeros
+#: to 56 (fixed by "chunked: fix generating footer"); its readers go by the annotations
+BROKEN_FOOTER_SIZE: Final = 56
 MANIFEST_TYPE_CRFS: Final = 1
 #: containers/storage refuses a TOC larger than this (maxTocSize); so do we
 MAX_TOC: Final = 150 << 20
@@ -327,12 +332,13 @@ def parse_footer(tail: bytes) -> Footer:
         if hdr != skippable(b"\0" * FOOTER_SIZE)[:8]:
             raise CorruptStreamError("zstd:chunked footer: not inside a 64-byte skippable frame")
         return Footer(Position(o, ln, u), Position(tso, tsl, tsu) if tso else None, FOOTER_SIZE)
-    if len(tail) >= OLD_FOOTER_SIZE + 8 and tail[-8:] == OLD_FOOTER_MAGIC:
-        f = tail[-OLD_FOOTER_SIZE:]
-        o, ln, u, t = struct.unpack("<QQQQ", f[:32])
-        if t != MANIFEST_TYPE_CRFS:
-            raise CorruptStreamError(f"zstd:chunked footer: manifest type {t}")
-        return Footer(Position(o, ln, u), None, OLD_FOOTER_SIZE)
+    for size in (OLD_FOOTER_SIZE, BROKEN_FOOTER_SIZE):
+        f = tail[-size:]
+        if len(tail) >= size + 8 and f[32:40] == OLD_FOOTER_MAGIC and not any(f[40:]):
+            o, ln, u, t = struct.unpack("<QQQQ", f[:32])
+            if t != MANIFEST_TYPE_CRFS:
+                raise CorruptStreamError(f"zstd:chunked footer: manifest type {t}")
+            return Footer(Position(o, ln, u), None, size)
     raise CorruptStreamError(
         "zstd:chunked footer: the blob does not end with the GNUlInUx (or GnUlInUx) magic "
         "(truncated, or not zstd:chunked)"
@@ -348,12 +354,17 @@ def decompress_toc(data: bytes, expected_size: int, what: str) -> dict[str, Any]
     if expected_size > MAX_TOC or len(data) > MAX_TOC:
         raise InvalidInputError(f"{what}: TOC of {expected_size} bytes is over {MAX_TOC}")
     try:
-        raw = zstandard.ZstdDecompressor().decompressobj().decompress(data)
+        # read one byte more than announced, never more: a small frame may expand to gigabytes
+        with zstandard.ZstdDecompressor().stream_reader(
+            data, read_across_frames=True, closefd=False
+        ) as r:
+            raw = r.read(expected_size + 1)
     except zstandard.ZstdError as exc:
         raise CorruptStreamError(f"{what}: TOC does not decompress: {exc}") from None
     if len(raw) != expected_size:
+        more = "more than" if len(raw) > expected_size else f"{len(raw)} bytes, not"
         raise CorruptStreamError(
-            f"{what}: TOC decompresses to {len(raw)} bytes, not the {expected_size} announced"
+            f"{what}: TOC decompresses to {more} the {expected_size} announced"
         )
     try:
         doc = json.loads(raw)
