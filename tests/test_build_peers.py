@@ -28,7 +28,11 @@ def _epoch(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 def umoci_unpack(umoci: str, image: str, bundle: Path) -> Path:
-    sh(umoci, "unpack", *([] if ROOT else ["--rootless"]), "--image", image, bundle)
+    """umoci's tree of ``image`` (``raw unpack``: the same unpacker as ``unpack``, without
+    the mtree manifest that hashes every file again)."""
+    bundle.mkdir()
+    sh(umoci, "raw", "unpack", *([] if ROOT else ["--rootless"]), "--image", image,
+       bundle / "rootfs")
     return bundle / "rootfs"
 
 

@@ -31,7 +31,9 @@ from treeutil import snapshot
 
 from layouttool import errors
 from layouttool.rootfs import apply_layer
-from layouttool.rootfs.merge import MergedTree, compare, write_merged
+from layouttool.rootfs.merge import MergedTree
+from layouttool.rootfs.merged_tar import write_merged
+from layouttool.rootfs.treediff import compare
 
 #: the first layer refused, and how (None: every layer applied)
 Refusal = tuple[int, type[BaseException]] | None
@@ -282,8 +284,10 @@ def test_dive_fixture_layer_changes() -> None:
     removed = {c.path for ch in changes if ch for c in ch.removed}
     assert "root/example" in removed and "root/example/somefile3.txt" in removed
     total_hidden = sum(ch.hidden_bytes for ch in changes if ch)
-    total_wasted = sum(tree.layer_wasted_bytes(i) for i in range(len(layers)))
-    assert total_hidden == total_wasted == sum(w.bytes for w in tree.wasted_files()) > 0
+    tracker = tree.tracker
+    assert tracker is not None
+    total_wasted = sum(tracker.layer_wasted_bytes(i) for i in range(len(layers)))
+    assert total_hidden == total_wasted == sum(w.bytes for w in tracker.wasted_files()) > 0
     # what is visible plus what is wasted is what the layers store
     visible = sum(e.meta.size for e in tree.entries() if e.kind == "file" and
                   (not e.links or e.path == e.links[0]))

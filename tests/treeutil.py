@@ -16,6 +16,8 @@ def snapshot(
     hash, link target, owner and hardlink group (the smallest path sharing its inode)."""
     out: dict[str, dict[str, Any]] = {}
     inodes: dict[tuple[int, int], str] = {}
+    #: an inode's content hash: hardlinks share it (the dive image links busybox 392 times)
+    hashes: dict[tuple[int, int], str] = {}
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(dirnames + filenames):
@@ -37,11 +39,14 @@ def snapshot(
                 info.pop("mode")
             elif stat.S_ISREG(st.st_mode):
                 info["size"] = st.st_size
-                h = hashlib.sha256()
-                with open(p, "rb") as f:
-                    while chunk := f.read(1 << 20):
-                        h.update(chunk)
-                info["sha256"] = h.hexdigest()
+                inode = (st.st_dev, st.st_ino)
+                if inode not in hashes:
+                    h = hashlib.sha256()
+                    with open(p, "rb") as f:
+                        while chunk := f.read(1 << 20):
+                            h.update(chunk)
+                    hashes[inode] = h.hexdigest()
+                info["sha256"] = hashes[inode]
                 if st.st_nlink > 1:
                     key = (st.st_dev, st.st_ino)
                     info["link_group"] = inodes.setdefault(key, rel)

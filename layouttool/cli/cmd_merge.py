@@ -20,7 +20,7 @@ from layouttool.model import Platform
 
 if TYPE_CHECKING:
     from layouttool.ops.diff import ImageDiffResult, LayersDiffResult
-    from layouttool.rootfs.merge import Meta
+    from layouttool.rootfs.nodes import Meta
 
 
 @click.command("export")

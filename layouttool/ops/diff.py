@@ -2,7 +2,7 @@
 changes (``--layers``, the question dive answers).
 
 Both read every layer once (:mod:`layouttool.ops.merged`), hashing file contents, and compare
-the merged trees (:func:`layouttool.rootfs.merge.compare`): a path is changed when its type,
+the merged trees (:func:`layouttool.rootfs.treediff.compare`): a path is changed when its type,
 mode, owner, xattrs, link target, device numbers or content digest differ, never because of
 its size alone; mtimes, owner names and which paths are hardlinked together are not judged.
 """
@@ -19,7 +19,9 @@ from layouttool.model import Platform
 from layouttool.ops.common import ResolvedImage, resolve_image, select
 from layouttool.ops.merged import MergedImage, merge_image
 from layouttool.progress import NULL_PROGRESS, Progress
-from layouttool.rootfs.merge import Change, DiffItem, Meta, compare
+from layouttool.rootfs.layerchanges import Change
+from layouttool.rootfs.nodes import Meta
+from layouttool.rootfs.treediff import DiffItem, compare
 
 
 def _attrs(meta: Meta) -> dict[str, Any]:
@@ -213,7 +215,8 @@ def diff_layers(
     with contextlib.ExitStack() as stack:
         merged = merge_image(_open(image, platform, stack), hash_contents=False, track=True,
                              progress=progress)
-    tree = merged.tree
+    tracker = merged.tree.tracker
+    assert tracker is not None  # track=True
     created = _created_by(merged)
     reports = []
     for i, (desc, stats) in enumerate(zip(merged.layers, merged.stats, strict=True)):
@@ -231,10 +234,10 @@ def diff_layers(
             added=tuple(ch.added),
             removed=tuple(ch.removed),
             overwritten=tuple(ch.overwritten),
-            wasted_bytes=tree.layer_wasted_bytes(i),
+            wasted_bytes=tracker.layer_wasted_bytes(i),
             hidden_bytes=ch.hidden_bytes,
         ))
-    wasted = tree.wasted_files()
+    wasted = tracker.wasted_files()
     return LayersDiffResult(
         image=image,
         manifest_digest=str(merged.image.manifest_desc.digest),

@@ -1,10 +1,10 @@
 """``export``: an image's merged root filesystem as one tar stream (``docker export`` of an
 image, ``crane export``).
 
-Two passes (:mod:`layouttool.rootfs.merge`): every layer is read once for its headers, then the
-layers that hold surviving file contents are read again while the tar is written. Memory is
-bounded whatever the layers' sizes: contents stream through in 1 MiB pieces, and only the
-metadata of the paths is held.
+Two passes: every layer is read once for its headers (:mod:`layouttool.rootfs.merge`), then
+the layers that hold surviving file contents are read again while the tar is written
+(:mod:`layouttool.rootfs.merged_tar`). Memory is bounded whatever the layers' sizes: contents
+stream through in 1 MiB pieces, and only the metadata of the paths is held.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from layouttool.model import Platform
 from layouttool.ops.common import resolve_image, select
 from layouttool.ops.merged import merge_image
 from layouttool.progress import NULL_PROGRESS, Progress
-from layouttool.rootfs.merge import write_merged
+from layouttool.rootfs.merged_tar import write_merged
 from layouttool.store import atomic_output
 
 

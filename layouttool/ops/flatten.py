@@ -1,7 +1,7 @@
 """``flatten``: an image whose one layer holds its merged filesystem (``crane flatten``).
 
 The layers are read once to merge their headers and once more for the contents that survive
-(:mod:`layouttool.rootfs.merge`); the new layer streams through diff_id hash -> compress ->
+(:mod:`layouttool.rootfs.merged_tar`); the new layer streams through diff_id hash -> compress ->
 hashing blob write (:func:`layouttool.layers.store_layer`), so memory stays bounded. Then
 :func:`layouttool.ops.edit.commit` stores the config and manifest (and any index above the
 image) and moves the ref, in one ``index.json`` update, as ``append`` and ``config`` do.
@@ -45,7 +45,7 @@ from layouttool.ops.edit import (
 )
 from layouttool.ops.merged import merge_image
 from layouttool.progress import NULL_PROGRESS, Progress
-from layouttool.rootfs.merge import MergedTar
+from layouttool.rootfs.merged_tar import MergedTar
 from layouttool.rootfs.write import TarStream
 
 

@@ -44,7 +44,7 @@ class MergedImage:
     def opener(
         self, progress: Progress = NULL_PROGRESS
     ) -> Callable[[int], AbstractContextManager[typing.BinaryIO]]:
-        """``open_layer(i)`` for :func:`~layouttool.rootfs.merge.write_merged` (pass 2)."""
+        """``open_layer(i)`` for :func:`~layouttool.rootfs.merged_tar.write_merged` (pass 2)."""
 
         @contextmanager
         def open_layer(i: int) -> Iterator[typing.BinaryIO]:

@@ -17,13 +17,11 @@ File contents are never held. A file remembers where its bytes are (its layer, a
 of its data in that layer's uncompressed stream) and, when asked (``hash_contents``), their
 sha256; a metadata index of every path is what we keep, as every tool that flattens does.
 
-Three users:
+Its users, each in a module of its own:
 
-* ``export`` and ``flatten``: :class:`MergedTar` gives the tree as the entries of one tar
-  (pass 2; see its docstring for their order and how hardlinks come out right), which
-  :class:`~layouttool.rootfs.write.TarStream` writes like every layer we make;
-* ``diff``: :func:`compare` judges two trees by type, mode, owner, xattrs, link target, device
-  numbers and content digest (never by size alone; mtimes are ignored);
+* ``export`` and ``flatten``: :class:`~layouttool.rootfs.merged_tar.MergedTar` gives the tree
+  as the entries of one tar (the second pass over the layers);
+* ``diff``: :func:`~layouttool.rootfs.treediff.compare` judges two trees;
 * ``diff --layers``: with ``track=True`` each layer reports what it added, removed and
   overwrote (:class:`LayerChanges`), and the bytes of file content that later layers made
   invisible (the question dive answers).
@@ -36,164 +34,40 @@ import os
 import posixpath
 import tarfile
 import typing
-from collections.abc import Callable, Iterator
-from contextlib import AbstractContextManager
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from layouttool import errors
+from layouttool.rootfs.layerchanges import ChangeTracker, LayerChanges
 from layouttool.rootfs.names import (
     WHITEOUT_META_PREFIX,
     WHITEOUT_OPAQUE,
     WHITEOUT_PREFIX,
-    XATTR_PREFIX,
     join,
     split_name,
 )
+from layouttool.rootfs.nodes import (
+    BLOCK,
+    CHAR,
+    DIR,
+    FIFO,
+    FILE,
+    SYMLINK,
+    Dir,
+    Inode,
+    Meta,
+    Node,
+    Pos,
+    Runs,
+)
 from layouttool.rootfs.tarread import CHUNK_SIZE, Reader, corrupt, iter_members, open_stream
-from layouttool.rootfs.write import Source, TarEntry, TarStream
 
-__all__ = [
-    "Change",
-    "DiffItem",
-    "Entry",
-    "LayerChanges",
-    "LayerStats",
-    "MergedTar",
-    "MergedTree",
-    "TreeDiff",
-    "WriteStats",
-    "compare",
-    "write_merged",
-]
+__all__ = ["Entry", "LayerStats", "MergedTree", "content_chunks"]
 
 #: symlinks followed while resolving one path (as :class:`~layouttool.rootfs.ApplyOptions`)
 MAX_SYMLINK_HOPS = 255
 _MAX_WARNINGS = 100
 _ZEROS = bytes(CHUNK_SIZE)
-#: the entry kinds; also the ``type`` values of ``diff --json``
-FILE, DIR, SYMLINK, CHAR, BLOCK, FIFO = "file", "dir", "symlink", "char", "block", "fifo"
-_TAR_TYPE = {
-    FILE: tarfile.REGTYPE,
-    DIR: tarfile.DIRTYPE,
-    SYMLINK: tarfile.SYMTYPE,
-    CHAR: tarfile.CHRTYPE,
-    BLOCK: tarfile.BLKTYPE,
-    FIFO: tarfile.FIFOTYPE,
-}
-
-Pos = tuple[int, int]
-#: the data runs of a sparse file: (offset in the file, length), in order
-Runs = list[tuple[int, int]]
-
-
-class Meta:
-    """The attributes of one filesystem object, as its tar header gave them.
-
-    ``mtime`` is tarfile's value (a float for PAX fractional times); ``pax_mtime`` keeps the
-    PAX record verbatim so a written header carries the exact time. ``xattrs`` maps names
-    without the ``SCHILY.xattr.`` prefix to tarfile's (surrogate-escaped) values.
-    """
-
-    __slots__ = (
-        "devmajor", "devminor", "digest", "gid", "gname", "kind", "mode", "mtime", "pax_mtime",
-        "size", "target", "uid", "uname", "xattrs",
-    )
-
-    def __init__(
-        self, kind: str, mode: int, uid: int, gid: int, uname: str, gname: str,
-        mtime: float, pax_mtime: str | None = None, size: int = 0, target: str = "",
-        devmajor: int = 0, devminor: int = 0, xattrs: dict[str, str] | None = None,
-        digest: bytes | None = None,
-    ) -> None:
-        self.kind = kind
-        self.mode = mode
-        self.uid = uid
-        self.gid = gid
-        self.uname = uname
-        self.gname = gname
-        self.mtime = mtime
-        self.pax_mtime = pax_mtime
-        self.size = size
-        self.target = target
-        self.devmajor = devmajor
-        self.devminor = devminor
-        self.xattrs = xattrs
-        self.digest = digest
-
-    @classmethod
-    def of(cls, m: tarfile.TarInfo, kind: str, digest: bytes | None = None) -> Meta:
-        """The attributes a member gives an object of ``kind``."""
-        xattrs: dict[str, str] | None = None
-        for key, value in m.pax_headers.items():
-            if key.startswith(XATTR_PREFIX):
-                if xattrs is None:
-                    xattrs = {}
-                xattrs[key[len(XATTR_PREFIX):]] = value
-        device = kind in (CHAR, BLOCK)
-        return cls(
-            kind, m.mode & 0o7777, m.uid, m.gid, m.uname, m.gname, m.mtime,
-            m.pax_headers.get("mtime"), m.size if kind == FILE else 0,
-            m.linkname if kind == SYMLINK else "",
-            m.devmajor if device else 0, m.devminor if device else 0, xattrs, digest,
-        )
-
-    def same_attrs(self, other: Meta) -> bool:
-        """Equal in what ``diff`` judges (everything but times and owner names)."""
-        return self.changes(other) == ()
-
-    def changes(self, other: Meta) -> tuple[str, ...]:
-        """What differs from ``other``: ``type``, ``content``, ``mode``, ``owner``,
-        ``linkTarget``, ``xattrs``, ``device`` (times and owner names are not judged)."""
-        if self.kind != other.kind:
-            return ("type",)
-        out: list[str] = []
-        if self.kind == FILE and (self.size != other.size or self.digest != other.digest):
-            out.append("content")
-        if self.kind != SYMLINK and self.mode != other.mode:
-            out.append("mode")
-        if (self.uid, self.gid) != (other.uid, other.gid):
-            out.append("owner")
-        if self.target != other.target:
-            out.append("linkTarget")
-        if (self.xattrs or {}) != (other.xattrs or {}):
-            out.append("xattrs")
-        if (self.devmajor, self.devminor) != (other.devmajor, other.devminor):
-            out.append("device")
-        return tuple(out)
-
-
-class Dir:
-    """A directory: its children by name, its attributes, where it was made."""
-
-    __slots__ = ("children", "meta", "pos")
-
-    def __init__(self, meta: Meta, pos: Pos) -> None:
-        self.children: dict[str, Dir | Inode] = {}
-        self.meta = meta
-        self.pos = pos
-
-
-class Inode:
-    """A non-directory object; hardlinks share one.
-
-    ``pos`` is the member that made it, ``path`` the name it was made under, ``links`` the
-    names it has (kept only when tracking). A file's bytes are in layer ``pos[0]`` at
-    ``data``: the offset of the member's data in the uncompressed stream, and the data runs of
-    a sparse member (None: one run of ``meta.size`` bytes).
-    """
-
-    __slots__ = ("data", "links", "meta", "path", "pos")
-
-    def __init__(self, meta: Meta, pos: Pos, path: str,
-                 data: tuple[int, Runs | None] | None = None) -> None:
-        self.meta = meta
-        self.pos = pos
-        self.path = path
-        self.data = data
-        self.links = 0
-
-
-Node = Dir | Inode
 
 
 @dataclass(frozen=True, slots=True)
@@ -211,43 +85,14 @@ class Entry:
         return self.meta.kind
 
 
-@dataclass(frozen=True, slots=True)
-class Change:
-    """One path a layer touched: its kind and size before (``old_*``) and after."""
-
-    path: str
-    old_kind: str | None
-    kind: str | None
-    old_size: int
-    size: int
-
-
-@dataclass(slots=True)
-class LayerChanges:
-    """What one layer did to the tree below it (``track=True`` only).
-
-    ``added``: paths that did not exist below; ``removed``: paths that existed below and are
-    gone (whiteouts, opaque markers, replaced directories); ``overwritten``: paths that
-    existed below and now hold another object (a new file over a file, a file over a
-    directory, ...) or a directory whose attributes changed. ``wasted_bytes``: bytes of file
-    content this layer stored that are not in the final tree; ``hidden_bytes``: bytes of file
-    content of lower layers (or this one) that this layer made invisible.
-    """
-
-    added: list[Change] = field(default_factory=list)
-    removed: list[Change] = field(default_factory=list)
-    overwritten: list[Change] = field(default_factory=list)
-    wasted_bytes: int = 0
-    hidden_bytes: int = 0
-
-
 @dataclass(slots=True)
 class LayerStats:
     """What :meth:`MergedTree.apply_layer` read.
 
     ``entries`` counts tar members (whiteouts and skipped ones included), ``file_bytes`` the
     file content the layer holds, ``whiteouts`` the whiteout and opaque markers, ``skipped``
-    members not modelled (unknown types, AUFS metadata). ``changes`` only when tracking.
+    members not modelled (unknown types, AUFS metadata). ``changes`` only when tracking
+    (:mod:`~layouttool.rootfs.layerchanges`).
     """
 
     entries: int = 0
@@ -258,39 +103,10 @@ class LayerStats:
     changes: LayerChanges | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class WastedFile:
-    """A path whose content was stored and then made invisible, ``copies`` times."""
-
-    path: str
-    bytes: int
-    copies: int
-
-
-class _DirAttrs:
-    """A directory's attributes before this layer changed them (change tracking)."""
-
-    __slots__ = ("dir", "meta")
-
-    def __init__(self, d: Dir, meta: Meta) -> None:
-        self.dir = d
-        self.meta = meta
-
-
-_Before = Dir | Inode | _DirAttrs | None
-
-
-def _kind_size(node: _Before) -> tuple[str | None, int]:
-    if node is None:
-        return None, 0
-    meta = node.meta
-    return meta.kind, meta.size
-
-
 def _implicit_meta(mtime: float) -> Meta:
     """A parent directory no entry names: 0755 root:root, as unpack makes it (umoci,
     containerd); its mtime is the member's that implied it (unpack's is the clock's)."""
-    return Meta(DIR, 0o755, 0, 0, "", "", int(mtime))
+    return Meta(DIR, 0o755, 0, 0, int(mtime))
 
 
 def _read_exact(src: Reader, n: int, name: str) -> bytes:
@@ -325,7 +141,7 @@ def _sparse_runs(tar: tarfile.TarFile, m: tarfile.TarInfo) -> Runs | None:
     return runs
 
 
-def _content(src: Reader, size: int, runs: Runs | None, name: str) -> Iterator[bytes]:
+def content_chunks(src: Reader, size: int, runs: Runs | None, name: str) -> Iterator[bytes]:
     """A file's content in chunks of at most CHUNK_SIZE, read from ``src`` positioned at the
     member's data (as unpack reads it); the holes of a sparse file come out as zeros."""
     if runs is None:
@@ -348,42 +164,23 @@ def _content(src: Reader, size: int, runs: Runs | None, name: str) -> Iterator[b
         pos += n
 
 
-def _members(tar: tarfile.TarFile, warn: Callable[[str], None]) -> Iterator[tarfile.TarInfo]:
-    """:func:`~layouttool.rootfs.tarread.iter_members` with unpack's error translation."""
-    members = iter_members(tar, warn)
-    last = "<none>"
-    while True:
-        try:
-            m = next(members, None)
-        except errors.LayoutToolError:
-            raise
-        except (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError) as exc:
-            raise corrupt(f"bad header after {last!r}", exc) from exc
-        except OSError as exc:
-            raise errors.from_oserror(exc, "layer tar: read") from exc
-        if m is None:
-            return
-        if m.size < 0:
-            raise corrupt(f"{m.name!r}: negative size")
-        last = m.name
-        yield m
-
-
 class MergedTree:
     """The filesystem that applying layers in order gives, as metadata.
 
     Call :meth:`apply_layer` with each layer's uncompressed tar stream, lowest first. With
-    ``track=True`` every layer's :class:`LayerStats` carries its :class:`LayerChanges`, and
-    :meth:`wasted_files` lists the content later layers hid.
+    ``track=True`` every layer's :class:`LayerStats` carries its
+    :class:`~layouttool.rootfs.layerchanges.LayerChanges`, and :attr:`tracker` knows the
+    content later layers hid.
     """
 
     def __init__(self, *, track: bool = False) -> None:
-        self.root = Dir(Meta(DIR, 0o755, 0, 0, "", "", 0), (-1, -1))
+        self.root = Dir(Meta(DIR, 0o755, 0, 0, 0), (-1, -1))
         #: True once a layer carried an entry for the root itself (``./``)
         self.root_set = False
         #: number of layers applied
         self.layers = 0
-        self.track = track
+        #: what each layer changed (``track=True``), else None
+        self.tracker = ChangeTracker() if track else None
         self._layer = -1
         self._member = "<none>"
         self._warnings: list[str] = []
@@ -395,13 +192,6 @@ class MergedTree:
         self._upper_anc: set[str] = set()
         self._fresh: set[str] = set()
         self._opaqued: set[str] = set()
-        #: tracking: each path this layer touched -> what it held when the layer began
-        self._before: dict[str, _Before] = {}
-        #: tracking: path a file's content was stored under -> (bytes, copies) made invisible
-        self._wasted: dict[str, tuple[int, int]] = {}
-        self._layer_waste: list[int] = []
-        #: tracking: bytes of file content this layer made invisible
-        self._hidden = 0
         #: the member being applied: its position, and its mtime (for implied directories)
         self._pos: Pos = (-1, -1)
         self._mtime: float = 0
@@ -431,7 +221,8 @@ class MergedTree:
         """
         self._layer = self.layers
         self.layers += 1
-        self._layer_waste.append(0)
+        if self.tracker is not None:
+            self.tracker.start_layer()
         self._stats = stats = LayerStats()
         self._warnings = stats.warnings
         self._warn_count = 0
@@ -439,10 +230,9 @@ class MergedTree:
         self._upper_anc.clear()
         self._fresh.clear()
         self._opaqued.clear()
-        self._before.clear()
         self._skip = skip_names
         with open_stream(stream) as tar:
-            for ordinal, m in enumerate(_members(tar, self._warn)):
+            for ordinal, m in enumerate(iter_members(tar, self._warn)):
                 self._member = m.name
                 stats.entries += 1
                 digest = None
@@ -453,7 +243,7 @@ class MergedTree:
                     if hash_contents:
                         h = hashlib.sha256()
                         src = typing.cast(Reader, tar.fileobj)
-                        for chunk in _content(src, m.size, runs, m.name):
+                        for chunk in content_chunks(src, m.size, runs, m.name):
                             h.update(chunk)
                         digest = h.digest()
                 self._apply(m, (self._layer, ordinal), digest)
@@ -461,35 +251,25 @@ class MergedTree:
             stats.warnings.append(
                 f"... and {self._warn_count - _MAX_WARNINGS} more warnings not shown"
             )
-        if self.track:
-            stats.changes = self._layer_changes()
+        if self.tracker is not None:
+            stats.changes = self.tracker.end_layer(self._node_at)
         return stats
 
     def entries(self) -> Iterator[Entry]:
         """Every path of the tree (the root excluded), sorted, with its attributes."""
         names: dict[Inode, list[str]] = {}
-        for path, node in self._walk():
+        for path, node in self.walk():
             if isinstance(node, Inode):
                 names.setdefault(node, []).append(path)
-        for path, node in self._walk():
+        for path, node in self.walk():
             links: tuple[str, ...] = ()
             if isinstance(node, Inode) and len(names[node]) > 1:
                 links = tuple(sorted(names[node]))
             yield Entry(path, node.meta, links)
 
-    def wasted_files(self) -> list[WastedFile]:
-        """Tracking: paths whose stored content is not in the final tree, most bytes first."""
-        out = [WastedFile(p, b, c) for p, (b, c) in self._wasted.items() if b or c]
-        out.sort(key=lambda w: (-w.bytes, w.path))
-        return out
-
-    def layer_wasted_bytes(self, layer: int) -> int:
-        """Tracking: bytes of file content ``layer`` stored that the final tree does not show."""
-        return self._layer_waste[layer]
-
     # -- walking ----------------------------------------------------------------------------
 
-    def _walk(self) -> Iterator[tuple[str, Node]]:
+    def walk(self) -> Iterator[tuple[str, Node]]:
         """Every (path, node) below the root, depth first, children sorted by name."""
         stack: list[tuple[str, Node]] = [
             (name, self.root.children[name]) for name in sorted(self.root.children, reverse=True)
@@ -534,59 +314,13 @@ class MergedTree:
 
     def _bind(self, parent: Dir, name: str, path: str, node: Node) -> None:
         parent.children[name] = node
-        if self.track:
-            self._before.setdefault(path, None)
-            if isinstance(node, Inode):
-                node.links += 1
+        if self.tracker is not None:
+            self.tracker.bound(path, node)
 
     def _unbind(self, parent: Dir, name: str, path: str) -> None:
         node = parent.children.pop(name)
-        if not self.track:
-            return
-        stack: list[tuple[str, Node]] = [(path, node)]
-        while stack:
-            p, n = stack.pop()
-            self._before.setdefault(p, n)
-            if isinstance(n, Dir):
-                stack.extend((f"{p}/{c}", child) for c, child in n.children.items())
-                continue
-            n.links -= 1
-            if n.links == 0 and n.meta.kind == FILE:
-                self._hide(n)
-
-    def _hide(self, inode: Inode) -> None:
-        """Tracking: a file's last name is gone, so its stored content is wasted."""
-        size = inode.meta.size
-        self._layer_waste[inode.pos[0]] += size
-        b, c = self._wasted.get(inode.path, (0, 0))
-        self._wasted[inode.path] = (b + size, c + 1)
-        self._hidden += size
-
-    def _layer_changes(self) -> LayerChanges:
-        ch = LayerChanges(hidden_bytes=self._hidden)
-        for path in sorted(self._before):
-            old = self._before[path]
-            cur = self._node_at(path)
-            if isinstance(old, _DirAttrs):
-                if cur is old.dir:
-                    if old.meta.same_attrs(cur.meta):
-                        continue
-                    ch.overwritten.append(Change(path, DIR, DIR, 0, 0))
-                    continue
-                old = old.dir
-            if cur is old:
-                continue
-            ok, osize = _kind_size(old)
-            nk, nsize = _kind_size(cur)
-            change = Change(path, ok, nk, osize, nsize)
-            if old is None:
-                ch.added.append(change)
-            elif cur is None:
-                ch.removed.append(change)
-            else:
-                ch.overwritten.append(change)
-        self._hidden = 0
-        return ch
+        if self.tracker is not None:
+            self.tracker.unbound(path, node)
 
     # -- path resolution (apply's _walk, on the tree) ----------------------------------------
 
@@ -757,8 +491,8 @@ class MergedTree:
     def _set_dir_meta(self, d: Dir, path: str, m: tarfile.TarInfo) -> None:
         """Dir over dir: the new attributes; xattrs are added to the old ones, as setxattr
         on an existing directory adds them."""
-        if self.track and path and path not in self._before:
-            self._before[path] = _DirAttrs(d, d.meta)
+        if self.tracker is not None:
+            self.tracker.dir_attrs(path, d)
         meta = Meta.of(m, DIR)
         if d.meta.xattrs:
             meta.xattrs = {**d.meta.xattrs, **(meta.xattrs or {})}
@@ -848,277 +582,3 @@ class MergedTree:
                 if path in self._upper:
                     continue
                 self._unbind(d, child, path)
-
-
-# -- writing the merged tree as one tar ---------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class WriteStats:
-    """What :func:`write_merged` wrote: tar entries, file content bytes, total tar bytes, and
-    the layers it read a second time for their content."""
-
-    entries: int
-    content_bytes: int
-    tar_bytes: int
-    layers_read: tuple[int, ...]
-
-
-def _tar_entry(name: str, meta: Meta, *, link: str | None = None,
-               content: Callable[[], Source] | None = None) -> TarEntry:
-    """The tar entry of ``meta`` under ``name`` (a hardlink to ``link`` when given). Times
-    are whole seconds and owners numeric, as every layer :mod:`~layouttool.rootfs.write`
-    makes."""
-    xattrs = {} if link is not None or not meta.xattrs else {
-        k: v.encode("utf-8", "surrogateescape") for k, v in meta.xattrs.items()}
-    return TarEntry(
-        name,
-        tarfile.LNKTYPE if link is not None else _TAR_TYPE[meta.kind],
-        meta.mode,
-        meta.uid,
-        meta.gid,
-        int(meta.mtime),
-        meta.size if link is None and meta.kind == FILE else 0,
-        link if link is not None else meta.target,
-        meta.devmajor,
-        meta.devminor,
-        xattrs,
-        content,
-    )
-
-
-class _Chunks:
-    """A :class:`~layouttool.rootfs.write.Source` over an iterator of byte chunks."""
-
-    def __init__(self, chunks: Iterator[bytes]) -> None:
-        self._chunks = chunks
-        self._buf = b""
-
-    def read(self, n: int = -1, /) -> bytes:
-        if not self._buf:
-            self._buf = next(self._chunks, b"")
-        if n < 0 or n >= len(self._buf):
-            out, self._buf = self._buf, b""
-            return out
-        out, self._buf = self._buf[:n], self._buf[n:]
-        return out
-
-
-@dataclass(slots=True)
-class _Event:
-    """Something to write when pass 2 reaches member ``pos``: a directory, or an inode under
-    ``primary`` with its other names ``others`` as hardlinks to it."""
-
-    pos: Pos
-    path: str
-    node: Node
-    others: tuple[str, ...] = ()
-
-    @property
-    def needs_content(self) -> bool:
-        m = self.node.meta
-        return m.kind == FILE and m.size > 0
-
-
-def _plan(tree: MergedTree) -> tuple[dict[int, list[_Event]], dict[str, Dir]]:
-    """The write events of every layer, in member order, and every directory by path."""
-    dirs: dict[str, Dir] = {}
-    names: dict[Inode, list[str]] = {}
-    events: list[_Event] = []
-    for path, node in tree._walk():
-        if isinstance(node, Dir):
-            dirs[path] = node
-            events.append(_Event(node.pos, path, node))
-        else:
-            names.setdefault(node, []).append(path)
-    for inode, paths in names.items():
-        # the name the content was stored under when it survives, else the first by name:
-        # a link whose target a later layer deleted or replaced still gets the content
-        primary = inode.path if inode.path in paths else min(paths)
-        others = tuple(sorted(p for p in paths if p != primary))
-        events.append(_Event(inode.pos, primary, inode, others))
-    events.sort(key=lambda e: (e.pos, e.path))
-    by_layer: dict[int, list[_Event]] = {}
-    for e in events:
-        by_layer.setdefault(e.pos[0], []).append(e)
-    return by_layer, dirs
-
-
-class MergedTar:
-    """The tree as the tar entries of one layer (pass 2), for
-    :class:`~layouttool.rootfs.write.TarStream`.
-
-    The entries come in layer order: each object at the position of the member that made it
-    (directories no entry named: at the member that implied them), every directory before
-    anything inside it, the root (``./``) first when a layer gave it attributes. A file's bytes
-    are read from the layer that holds them, at the offset the first read found:
-    ``open_layer(i)`` must give layer ``i``'s uncompressed tar stream again, exactly as
-    :meth:`MergedTree.apply_layer` read it (its context manager drains and verifies what is
-    left); layers that hold no surviving content are not read at all. A hardlinked inode is
-    written once, under the name its content was stored under when that survives, else under
-    its first surviving name, immediately followed by its other names as hardlinks to it: a
-    link whose target a later layer deleted or replaced carries the content
-    (go-containerregistry #977). Names are relative POSIX paths; whiteouts never appear.
-    Bounded memory: contents stream through in CHUNK_SIZE pieces.
-    """
-
-    def __init__(
-        self,
-        tree: MergedTree,
-        open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
-    ) -> None:
-        self._tree = tree
-        self._open_layer = open_layer
-        #: the layers read a second time (filled while the entries are pulled)
-        self.layers_read: list[int] = []
-
-    def entries(self) -> Iterator[TarEntry]:
-        """The entries, lazily: pull each one's content before the next entry."""
-        by_layer, dirs = _plan(self._tree)
-        done: set[str] = set()
-
-        def ensure_dir(path: str) -> Iterator[TarEntry]:
-            todo = []
-            while path and path not in done:
-                todo.append(path)
-                path = posixpath.dirname(path)
-            for p in reversed(todo):
-                done.add(p)
-                yield _tar_entry(p, dirs[p].meta)
-
-        def emit(e: _Event, src: _Cursor | None) -> Iterator[TarEntry]:
-            if isinstance(e.node, Dir):
-                yield from ensure_dir(e.path)
-                return
-            meta = e.node.meta
-            yield from ensure_dir(posixpath.dirname(e.path))
-            opener: Callable[[], Source] | None = None
-            if e.needs_content:
-                assert src is not None and e.node.data is not None
-                offset, runs = e.node.data
-                src.skip_to(offset, e.path)
-                chunks = _Chunks(_content(src, meta.size, runs, e.path))
-
-                def opener() -> Source:
-                    return chunks
-
-            yield _tar_entry(e.path, meta, content=opener)
-            for other in e.others:
-                yield from ensure_dir(posixpath.dirname(other))
-                yield _tar_entry(other, meta, link=e.path)
-
-        if self._tree.root_set:
-            yield _tar_entry(".", self._tree.root.meta)
-        for layer in range(self._tree.layers):
-            events = by_layer.get(layer, [])
-            if not any(e.needs_content for e in events):
-                for e in events:
-                    yield from emit(e, None)
-                continue
-            self.layers_read.append(layer)
-            with self._open_layer(layer) as stream:
-                cursor = _Cursor(stream, layer)
-                for e in events:
-                    yield from emit(e, cursor)
-
-
-def write_merged(
-    tree: MergedTree,
-    open_layer: Callable[[int], AbstractContextManager[typing.BinaryIO]],
-    write: Callable[[bytes], object],
-) -> WriteStats:
-    """Write ``tree`` as one uncompressed tar to ``write`` (see :class:`MergedTar`)."""
-    merged = MergedTar(tree, open_layer)
-    stream = TarStream(merged.entries())
-    size = 0
-    try:
-        while data := stream.read(CHUNK_SIZE):
-            write(data)
-            size += len(data)
-    finally:
-        stream.close()
-    return WriteStats(stream.entries, stream.content_bytes, size, tuple(merged.layers_read))
-
-
-class _Cursor:
-    """A forward-only reader of a layer's uncompressed stream that knows its position (pass 2
-    reads a file's bytes at the offset pass 1 found, without parsing the headers again)."""
-
-    def __init__(self, src: Reader, layer: int) -> None:
-        self._src = src
-        self._layer = layer
-        self.pos = 0
-
-    def read(self, n: int) -> bytes:
-        """Exactly ``n`` bytes, fewer only at the end (the source may return short reads)."""
-        data = self._src.read(n)
-        if 0 < len(data) < n:
-            parts = [data]
-            got = len(data)
-            while got < n and (more := self._src.read(n - got)):
-                parts.append(more)
-                got += len(more)
-            data = b"".join(parts)
-        self.pos += len(data)
-        return data
-
-    def skip_to(self, offset: int, name: str) -> None:
-        while self.pos < offset:
-            if not self.read(min(offset - self.pos, CHUNK_SIZE)):
-                raise errors.IntegrityError(
-                    f"layer {self._layer + 1} ended before the data of {name!r} that the first "
-                    "read found (did the blob change?)"
-                )
-        if self.pos != offset:  # pragma: no cover - offsets only grow
-            raise errors.InternalError(f"merged tree: {name!r}: data offsets go backwards")
-
-    def tell(self) -> int:
-        return self.pos
-
-
-# -- comparing two trees --------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DiffItem:
-    """One path in a :class:`TreeDiff`: ``old`` and/or ``new`` attributes, and for a changed
-    path what changed (``type``, ``content``, ``mode``, ``owner``, ``linkTarget``, ``xattrs``,
-    ``device``)."""
-
-    path: str
-    old: Meta | None
-    new: Meta | None
-    changes: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class TreeDiff:
-    """Paths only in the second tree, only in the first, and in both but different."""
-
-    added: tuple[DiffItem, ...]
-    removed: tuple[DiffItem, ...]
-    changed: tuple[DiffItem, ...]
-
-
-def compare(a: MergedTree, b: MergedTree) -> TreeDiff:
-    """File-level differences from ``a`` to ``b``: judged by type, mode, owner, xattrs, link
-    target, device numbers and content digest (both trees must have been read with
-    ``hash_contents``); mtimes, owner names and hardlink grouping are not judged."""
-    added: list[DiffItem] = []
-    removed: list[DiffItem] = []
-    changed: list[DiffItem] = []
-    old = {e.path: e.meta for e in a.entries()}
-    for e in b.entries():
-        before = old.pop(e.path, None)
-        if before is None:
-            added.append(DiffItem(e.path, None, e.meta))
-            continue
-        what = before.changes(e.meta)
-        if what:
-            changed.append(DiffItem(e.path, before, e.meta, what))
-    removed = [DiffItem(p, m, None) for p, m in sorted(old.items())]
-    if a.root_set or b.root_set:
-        what = a.root.meta.changes(b.root.meta)
-        if what:
-            changed.insert(0, DiffItem(".", a.root.meta, b.root.meta, what))
-    return TreeDiff(tuple(added), tuple(removed), tuple(changed))

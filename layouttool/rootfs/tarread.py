@@ -171,8 +171,8 @@ def iter_members(
     The caller may read the current member's data from ``tar.fileobj`` before asking for the
     next one; what it leaves unread is skipped. A stream that ends without its end-of-archive
     marker (but with the last member's data complete) ends the loop with a ``warn``; truncated
-    data raises :class:`~layouttool.errors.CorruptStreamError`; a bad header raises
-    ``tarfile.HeaderError`` (the caller names the member it follows).
+    data and a header tarfile cannot read raise :class:`~layouttool.errors.CorruptStreamError`
+    (naming the member it follows).
     """
     # tarfile.open('r|') already read the first header through TarFile.next(), which
     # raises on a bad header at offset 0; every later header is read by us.
@@ -210,7 +210,8 @@ def iter_members(
             # catches a truncated layer.
             warn("layer tar: no end-of-archive marker")
             return
-        except tarfile.HeaderError as exc:
+        except (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError) as exc:
+            # a HeaderError, or what a malformed PAX or GNU record makes tarfile raise
             raise corrupt(f"bad header after {prev.name!r}", exc) from exc
         prev = member
         yield member

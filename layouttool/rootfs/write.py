@@ -49,7 +49,6 @@ from layouttool.rootfs.names import (
 from layouttool.rootfs.tarread import (
     CHUNK_SIZE,
     Reader,
-    corrupt,
     iter_members,
     open_stream,
 )
@@ -503,16 +502,6 @@ class _MemberRules:
         return parts
 
 
-def _next_member(members: Iterator[tarfile.TarInfo], last: str) -> tarfile.TarInfo | None:
-    """The next member, a header tarfile cannot read turned into CorruptStreamError."""
-    try:
-        return next(members, None)
-    except errors.LayoutToolError:
-        raise
-    except (tarfile.TarError, EOFError, ValueError, OverflowError, RecursionError) as exc:
-        raise corrupt(f"bad header after {last!r}", exc) from exc
-
-
 class _Tee:
     """``src``'s bytes, each also appended to ``sink`` as it is read."""
 
@@ -549,7 +538,6 @@ class CheckedTar:
         self._rules = _MemberRules()
         self._state = "members"
         self._current: tarfile.TarInfo | None = None
-        self._last = "<start>"
 
     @property
     def entries(self) -> int:
@@ -561,11 +549,10 @@ class CheckedTar:
             if self._current is None:
                 # the previous member's data was read to its end below, so this reads
                 # nothing but the next header
-                m = _next_member(self._members, self._last)
+                m = next(self._members, None)
                 if m is None:
                     self._state = "rest"
                     return
-                self._last = m.name
                 self._rules.check(m)
                 self._current = m
                 return
@@ -619,13 +606,7 @@ def retar(
     rules = _MemberRules()
     with open_stream(typing.cast(typing.BinaryIO, src)) as tar:
         fobj = typing.cast(Source, tar.fileobj)
-        last = "<start>"
-        members = iter_members(tar, warn)
-        while True:
-            m = _next_member(members, last)
-            if m is None:
-                break
-            last = m.name
+        for m in iter_members(tar, warn):
             parts = rules.check(m)
             if m.sparse is not None or m.type == tarfile.GNUTYPE_SPARSE:
                 raise errors.UnsupportedError(
