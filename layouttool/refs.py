@@ -4,7 +4,8 @@ Resolution of REF against ``index.json``, in order: exact ``org.opencontainers.i
 exact ``io.containerd.image.name`` (also after Docker name normalisation, so ``busybox`` finds
 ``docker.io/library/busybox:latest``); then a tag suffix (``:REF``) when it names one image. Several
 entries that point at the same digest are one image. Anything else is an error that lists the
-candidates (exit 3).
+candidates (exit 3). A bare LAYOUT names its one image; untagged entries that carry an
+``artifactType`` (signatures and SBOMs attached to it) are not counted.
 """
 
 from __future__ import annotations
@@ -116,6 +117,13 @@ def _unique(matches: list[Descriptor]) -> Descriptor | None:
     return None
 
 
+def _attached(desc: Descriptor) -> bool:
+    """An untagged entry that says it is an artifact: what ``attach`` and ``oras attach`` list
+    beside the image they refer to. A bare LAYOUT means the one image that is left."""
+    return desc.artifact_type is not None and not (
+        desc.annotations.get(mt.ANNOT_REF_NAME) or desc.annotations.get(mt.ANNOT_CONTAINERD_NAME))
+
+
 def _candidates(entries: list[Descriptor]) -> str:
     names = sorted({display_name(d) for d in entries})
     return ", ".join(names) if names else "(the layout is empty)"
@@ -130,7 +138,7 @@ def resolve(index: Index, ref: str | None, digest: Digest | None, layout: Path) 
                 return d
         raise NotFoundError(f"{layout}: no image with digest {digest} in index.json")
     if ref is None:
-        only = _unique(entries)
+        only = _unique(entries) or _unique([d for d in entries if not _attached(d)])
         if only is not None:
             return only
         if not entries:

@@ -85,6 +85,10 @@ def test_attach_writes_an_oci_artifact_manifest(tmp_path: Path) -> None:
     assert listed[1] == {"mediaType": "application/vnd.oci.image.manifest.v1+json",
                          "digest": doc["digest"], "size": len(raw), "artifactType": SBOM}
     assert run_cli("verify", "--strict", "--deep", layout).code == 0
+    # a bare LAYOUT still names the image, not the signature beside it
+    shown = run_cli("inspect", str(layout), "--json")
+    assert shown.code == 0, shown.stderr
+    assert json.loads(shown.stdout)["manifestDigest"] == subject["digest"]
 
 
 def test_attaching_the_same_again_lists_it_once_and_is_reproducible(tmp_path: Path) -> None:

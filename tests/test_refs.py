@@ -194,6 +194,22 @@ def test_no_ref() -> None:
         pick(index(), None)
 
 
+def test_no_ref_passes_over_attached_artifacts() -> None:
+    sig = "application/vnd.example.signature.v1"
+    # an untagged artifact entry beside one image (what attach and oras attach leave)
+    assert pick(index(entry(A, ref="app"), entry(B, artifactType=sig)), None) == A
+    assert pick(index(entry(B, artifactType=sig), entry(A)), None) == A
+    # a tagged artifact is something the user named: still two to choose from
+    with pytest.raises(NotFoundError, match="holds 2 images"):
+        pick(index(entry(A, ref="app"), entry(B, ref="sig", artifactType=sig)), None)
+    # two images and an artifact: still ambiguous, and the artifact is listed
+    with pytest.raises(NotFoundError, match="holds 3 images") as exc:
+        pick(index(entry(A, ref="one"), entry(B, ref="two"), entry(C, artifactType=sig)), None)
+    assert C in str(exc.value)
+    # only artifacts: the one there is
+    assert pick(index(entry(B, artifactType=sig)), None) == B
+
+
 def test_by_digest() -> None:
     idx = index(entry(A, ref="one"), entry(B, ref="two"))
     assert pick(idx, None, B) == B
