@@ -54,6 +54,20 @@ def test_push_is_byte_exact_and_skopeo_reads_it(registry, imported, cli, skopeo)
     assert again["bytesTransferred"] == 0
 
 
+def test_push_of_a_manifest_listed_under_another_type(registry, cli, tmp_path, skopeo):
+    # go-containerregistry lists a Docker v2 manifest as an OCI one in index.json: the
+    # registry judges a manifest by its Content-Type, which must be what the document is
+    from shapes import shape_ggcr_docker_under_oci
+
+    made = shape_ggcr_docker_under_oci(tmp_path / "ggcr")
+    r = cli("push", made.images["app"], f"{registry.host}/ggcr:1", "--insecure", "--json")
+    assert r.code == 0, r.stderr
+    raw = sh(skopeo, "inspect", "--raw", "--tls-verify=false",
+             f"docker://{registry.host}/ggcr:1").stdout
+    assert json.loads(raw)["mediaType"] == mt.MT_DOCKER_MANIFEST
+    assert Digest.of_bytes(raw) == Digest.parse(made.digests["manifest"])
+
+
 def test_pull_what_skopeo_pushed(registry, imported, cli, skopeo, tmp_path):
     sh(skopeo, "copy", "-q", "--dest-tls-verify=false",
        f"oci:{imported}:layouttool-sample:1.0", f"docker://{registry.host}/team/app:2.0")

@@ -97,6 +97,13 @@ def _graph(
     return docs
 
 
+def _content_type(n: Node) -> str:
+    """What a document is, as the registry is told: its own type (a descriptor may lie, as
+    go-containerregistry's Docker manifests listed as OCI ones do; a registry refuses a
+    manifest whose Content-Type disagrees with its ``mediaType``)."""
+    return n.document.media_type if n.document is not None else n.desc.media_type
+
+
 def _referrers(
     layout: Layout,
     image_docs: list[Node],
@@ -175,7 +182,7 @@ def _push(
 
     def put(n: Node, reference: str) -> tuple[bytes, Pushed]:
         raw = layout.read_blob(n.desc, cap=_DOC_CAP)
-        got = client.put_manifest(repo, reference, raw, n.desc.media_type)
+        got = client.put_manifest(repo, reference, raw, _content_type(n))
         if got.digest and got.digest.strip() != str(n.desc.digest):
             raise IntegrityError(
                 f"{dest.registry} stored manifest {n.desc.digest} as {got.digest.strip()[:80]}: "
@@ -196,8 +203,8 @@ def _push(
         top = rdocs[0].desc
         # a registry with the referrers API answers OCI-Subject; without it, the tag schema
         if got.subject is None and client.referrers_api is not True:
-            add_to_fallback(client, repo, subject, referrer_descriptor(raw, top.digest,
-                                                                        top.media_type))
+            add_to_fallback(client, repo, subject, referrer_descriptor(
+                raw, top.digest, _content_type(rdocs[0])))
     return TransferResult(
         action="push",
         source=image,
