@@ -12,7 +12,7 @@ from layouttool.formats.docker_archive import Tag
 from layouttool.model import Descriptor, dump_json, make_manifest_doc
 from layouttool.ops.importer.plan import Plan
 from layouttool.ops.importer.result import ImportedImage, ImportedLayer
-from layouttool.ops.layout import place_ref, ref_descriptor
+from layouttool.ops.layout import place_refs, ref_descriptor
 from layouttool.store import BlobInfo, Layout
 
 
@@ -94,25 +94,15 @@ def write_plan(layout: Layout, plan: Plan) -> tuple[tuple[ImportedImage, ...], i
     actions: list[tuple[Descriptor, str]] = []
 
     def change(entries: list[Descriptor], _doc: dict[str, Any]) -> list[Descriptor]:
-        actions.clear()
-        for mdesc, tags, _layers, _cfg in new_entries:
-            wanted = [ref_descriptor(mdesc, t.ref, t.name) for t in tags]
-            if not wanted and mdesc.ref_name:
-                wanted = [mdesc]
-            for new in wanted:
-                if new in entries:
-                    actions.append((new, "unchanged"))
-                    continue
-                entries, action = place_ref(entries, new)
-                actions.append((new, action))
-            if wanted:
-                continue
-            if any(e.digest == mdesc.digest for e in entries):
-                actions.append((mdesc, "unchanged"))
-            else:
-                entries = [*entries, mdesc]
-                actions.append((mdesc, "added"))
-        return entries
+        # one entry per tag, else the manifest itself (tagged by its own ref.name, or not)
+        news = [
+            d
+            for mdesc, tags, _layers, _cfg in new_entries
+            for d in ([ref_descriptor(mdesc, t.ref, t.name) for t in tags] or [mdesc])
+        ]
+        out, how = place_refs(entries, news)
+        actions[:] = list(zip(news, how, strict=True))
+        return out
 
     layout.update_index(change)
     results: list[ImportedImage] = []
