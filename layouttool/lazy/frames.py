@@ -2,15 +2,16 @@
 
 Both lazy-pull formats are sequences of independently decompressible pieces whose compressed
 offsets go into a table of contents. :class:`FrameWriter` takes the uncompressed bytes, frame
-by frame, from the thread that parses the layer, and compresses and writes them on one worker
-thread (zstandard and ISA-L release the GIL), so parsing and compressing use two cores. The
+by frame, from the thread that parses the layer (handed over in batches), and compresses and
+writes them on one worker thread (zstandard and ISA-L release the GIL), so parsing and
+compressing use two cores. The
 worker also hashes every uncompressed byte it compresses: that is the diff_id of the blob it
 writes, taken from the very bytes the frames hold, never from the input layer.
 
 Offsets are known only once the worker has written the frames before them, so the parser asks
 for a :meth:`~FrameWriter.mark` (which also ends the current frame) and reads its offset from
 :attr:`~FrameWriter.offsets` after :meth:`~FrameWriter.close`. Memory is bounded: at most
-``depth`` pieces wait in the queue, and a frame of any size is compressed as a stream.
+``depth`` batches wait in the queue, and a frame of any size is compressed as a stream.
 """
 
 from __future__ import annotations
@@ -90,17 +91,26 @@ def gzip_members(level: int) -> Callable[[], FrameEncoder]:
 
 
 _DATA, _END, _MARK, _RAW, _STOP = range(5)
+#: a batch is handed to the worker at this many bytes or items (with ``depth`` batches
+#: waiting, memory stays within depth x _BATCH_BYTES plus one piece)
+_BATCH_BYTES: Final = 256 << 10
+_BATCH_ITEMS: Final = 256
 
 
 class FrameWriter:
     """Compress frames on a worker thread and write them to ``out`` in order."""
 
     def __init__(
-        self, out: Writer, new_frame: Callable[[], FrameEncoder], *, depth: int = 16
+        self, out: Writer, new_frame: Callable[[], FrameEncoder], *, depth: int = 8
     ) -> None:
         self._out = out
         self._new = new_frame
-        self._q: queue.Queue[tuple[int, Any]] = queue.Queue(maxsize=depth)
+        self._q: queue.Queue[list[tuple[int, Any]]] = queue.Queue(maxsize=depth)
+        #: items not yet handed to the worker: they go over in batches, since one queue
+        #: hand-over per item (a distribution tree has ~5 per file) cost more than the
+        #: compression of most frames
+        self._batch: list[tuple[int, Any]] = []
+        self._batch_bytes = 0
         self._marks = 0
         #: compressed offset of each mark, by mark number (complete after :meth:`close`)
         self.offsets: list[int] = []
@@ -115,12 +125,21 @@ class FrameWriter:
         self._thread.start()
 
     # ------------------------------------------------------------------ producer side
-    def _put(self, item: tuple[int, Any]) -> None:
+    def _put(self, item: tuple[int, Any], size: int = 0) -> None:
+        if self._error is not None:
+            raise self._error
+        self._batch.append(item)
+        self._batch_bytes += size
+        if self._batch_bytes >= _BATCH_BYTES or len(self._batch) >= _BATCH_ITEMS:
+            self._hand_over()
+
+    def _hand_over(self) -> None:
+        batch, self._batch, self._batch_bytes = self._batch, [], 0
         while True:
             if self._error is not None:
                 raise self._error
             try:
-                self._q.put(item, timeout=0.1)
+                self._q.put(batch, timeout=0.1)
                 return
             except queue.Full:
                 continue
@@ -128,7 +147,7 @@ class FrameWriter:
     def write(self, data: bytes) -> None:
         """Uncompressed bytes for the current frame (one is opened when none is)."""
         if data:
-            self._put((_DATA, data))
+            self._put((_DATA, data), len(data))
 
     def end_frame(self) -> None:
         """End the current frame, if one is open."""
@@ -143,13 +162,14 @@ class FrameWriter:
 
     def raw(self, data: bytes) -> None:
         """Bytes written as they are, between frames (skippable frames, a footer)."""
-        self._put((_RAW, data))
+        self._put((_RAW, data), len(data))
 
     def close(self) -> None:
         """Flush everything and stop the worker; re-raises a worker error."""
         if not self._closed:
             self._closed = True
-            self._put((_STOP, None))
+            self._batch.append((_STOP, None))
+            self._hand_over()
             self._thread.join()
         if self._error is not None:
             raise self._error
@@ -161,6 +181,7 @@ class FrameWriter:
         self._closed = True
         if self._error is None:
             self._error = RuntimeError("aborted")
+        self._batch = []
         # unblock the worker: drain the queue, then stop it
         while True:
             try:
@@ -168,7 +189,7 @@ class FrameWriter:
             except queue.Empty:
                 break
         try:
-            self._q.put_nowait((_STOP, None))
+            self._q.put_nowait([(_STOP, None)])
         except queue.Full:  # pragma: no cover - the queue was just drained
             pass
         self._thread.join()
@@ -196,25 +217,26 @@ class FrameWriter:
         enc: FrameEncoder | None = None
         try:
             while True:
-                kind, arg = self._q.get()
+                batch = self._q.get()
                 if self._error is not None:
                     return
-                if kind == _DATA:
-                    if enc is None:
-                        enc = self._new()
-                    self._hasher.update(arg)
-                    self.uncompressed_size += len(arg)
-                    self._emit(enc.compress(arg))
-                    continue
-                if enc is not None:
-                    self._emit(enc.end())
-                    enc = None
-                if kind == _MARK:
-                    self.offsets.append(self.size)
-                elif kind == _RAW:
-                    self._emit(arg)
-                elif kind == _STOP:
-                    return
+                for kind, arg in batch:
+                    if kind == _DATA:
+                        if enc is None:
+                            enc = self._new()
+                        self._hasher.update(arg)
+                        self.uncompressed_size += len(arg)
+                        self._emit(enc.compress(arg))
+                        continue
+                    if enc is not None:
+                        self._emit(enc.end())
+                        enc = None
+                    if kind == _MARK:
+                        self.offsets.append(self.size)
+                    elif kind == _RAW:
+                        self._emit(arg)
+                    elif kind == _STOP:
+                        return
         except BaseException as exc:  # handed to the producer, raised there
             self._error = exc
 
