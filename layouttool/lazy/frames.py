@@ -4,9 +4,9 @@ Both lazy-pull formats are sequences of independently decompressible pieces whos
 offsets go into a table of contents. :class:`FrameWriter` takes the uncompressed bytes, frame
 by frame, from the thread that parses the layer (handed over in batches), and compresses and
 writes them on one worker thread (zstandard and ISA-L release the GIL), so parsing and
-compressing use two cores. The
-worker also hashes every uncompressed byte it compresses: that is the diff_id of the blob it
-writes, taken from the very bytes the frames hold, never from the input layer.
+compressing use two cores. The worker also hashes every uncompressed byte it compresses: that
+is the diff_id of the blob it writes, taken from the very bytes the frames hold, never from the
+input layer.
 
 Offsets are known only once the worker has written the frames before them, so the parser asks
 for a :meth:`~FrameWriter.mark` (which also ends the current frame) and reads its offset from
