@@ -126,7 +126,7 @@ def walk(
     so its children are reached. With ``repeats``, every later descriptor of a digest already
     met is yielded too (``repeat=True``, with the document read the first time), so that
     ``verify`` can check each descriptor's size; a document whose read failed through one
-    descriptor is read again through another of a different size.
+    descriptor is read again through another of a different size or role.
     """
     if roots is None:
         roots = list(layout.read_index().manifests)
@@ -134,7 +134,9 @@ def walk(
     # take that document's config and layers for orphans.
     seen_leaf: set[Digest] = set()
     read: dict[Digest, Document | None] = {}
-    failed: dict[tuple[Digest, int], Document] = {}
+    # by role too: what is a warning through a weak link (an absent subject) is a problem
+    # through a strong one (an absent index.json entry), so the first must not hide the second
+    failed: dict[tuple[Digest, int, str], Document] = {}
     # a subject not followed is yielded as a subject even when the same digest was met as a
     # leaf: the caller (gc) walks such subjects later as documents
     seen_subject: set[Digest] = set()
@@ -163,7 +165,7 @@ def walk(
             if repeats:
                 yield replace(node, document=read[digest], repeat=True)
             continue
-        key = (digest, node.desc.size)
+        key = (digest, node.desc.size, node.role)
         if failed and key in failed:
             if repeats:
                 yield replace(node, document=failed[key], repeat=True)

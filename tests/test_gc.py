@@ -15,6 +15,7 @@ from dagbuild import UNKNOWN_DOC_TYPE, LayoutBuilder
 import layouttool
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
+from layouttool.errors import NotFoundError
 from layouttool.ops.gc import (
     REASON_LINK,
     REASON_TEMP,
@@ -441,6 +442,23 @@ def test_absent_subject_of_a_rooted_referrer_warns_and_gc_goes_on(b: LayoutBuild
     v = verify_layout(b.root)
     assert v.ok and [w.code for w in v.warnings] == ["subject-missing"]
     assert verify_layout(b.root, strict=True).exit_code == 5
+
+
+def test_an_absent_entry_met_first_as_a_subject_still_stops_gc(b: LayoutBuilder) -> None:
+    # index.json lists a referrer, then the image it refers to, whose blob is gone. The walk
+    # met the image first as the referrer's subject (absent: a warning) and then skipped the
+    # entry as already failed, so gc deleted the image's config and layer
+    img = b.image(1)
+    sbom = b.referrer(img)
+    b.add_root(sbom, "sbom")
+    b.add_root(img, "app")
+    b.blob_path(D(img)).unlink()
+    before = all_files(b.root)
+    with pytest.raises(NotFoundError, match="nothing was deleted"):
+        gc_layout(b.root)
+    assert all_files(b.root) == before
+    v = verify_layout(b.root)
+    assert [p.code for p in v.problems] == ["blob-missing"]
 
 
 # -- CLI -------------------------------------------------------------------------------------
