@@ -378,7 +378,7 @@ def place_refs(
     entries: list[Descriptor], news: list[Descriptor]
 ) -> tuple[list[Descriptor], list[str]]:
     """Place each of ``news`` in turn, in time linear in the entries (an import of thousands
-    of tags into a layout of thousands took minutes one by one); pure.
+    of tags into a layout of thousands: 25 s for 4,000, one by one); pure.
 
     A new entry with a ref.name goes as :func:`place_ref` places it (``tagged`` or
     ``moved``), or is ``unchanged`` when listed exactly so already. One without is ``added``
