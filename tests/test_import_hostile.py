@@ -306,6 +306,35 @@ def test_truncated_tarball(tmp_path: Path, cut: int) -> None:
         assert not (tmp_path / "oci").exists()
 
 
+SAMPLE = Path(__file__).resolve().parents[1] / "testdata" / "sample-docker-save.tar"
+
+
+def test_a_header_cut_or_corrupt_after_the_first_layer_is_refused(tmp_path: Path) -> None:
+    # Python's tarfile takes either for the end of the archive: the sample cut inside the
+    # header after its first layer imported as a V1 save of that layer alone, exit 0
+    import tarfile
+
+    data = SAMPLE.read_bytes()
+    with tarfile.open(SAMPLE) as tf:
+        first_layer = next(m for m in tf.getmembers() if m.name.endswith("layer.tar"))
+    after = first_layer.offset_data + first_layer.size  # the next header starts here
+    cut = data[:after + 152]
+    bad = bytearray(data)
+    bad[after + 100:after + 108] = b"XXXXXXXX"  # the mode field: the checksum fails
+    for short, why in ((cut, "truncated header"), (bytes(bad), "bad checksum")):
+        for src in ("-", write(tmp_path, short)):
+            r = run_cli("from-docker-save", src, "-o", tmp_path / "oci", stdin=short)
+            assert r.code == 4, r.stderr
+            assert f"({why} at byte {after})" in r.stderr and r.stderr.count("\n") == 1
+            assert not (tmp_path / "oci").exists()
+    # the end-of-archive block cut short: every member is whole, so it still imports
+    end_block = -(-len(data.rstrip(b"\0")) // 512) * 512
+    whole = data[:end_block + 212]
+    for i, src in enumerate(("-", write(tmp_path, whole))):
+        r = run_cli("from-docker-save", src, "-o", tmp_path / f"ok{i}", stdin=whole)
+        assert r.code == 0, r.stderr
+
+
 def test_truncated_compressed_tarball(tmp_path: Path) -> None:
     data = gzip.compress(save(GOOD))[:-100]
     r = run_cli("from-docker-save", "-", "-o", tmp_path / "oci", stdin=data)

@@ -208,6 +208,45 @@ class MemberIndex:
             return m
 
 
+class _Header(tarfile.TarInfo):
+    """A TarInfo that leaves on its TarFile the error of the header read that ended it.
+
+    :mod:`tarfile` takes a header cut short or corrupt after the first member for the end of
+    the archive and stops without a word, so a truncated save read as a smaller one (a
+    V1 save of the first layers, say). Go's archive/tar, which Docker reads saves with,
+    calls both an error; only a clean end (an end-of-archive block, even cut short, or nothing
+    at all at a header's place) ends an archive here too.
+    """
+
+    @classmethod
+    def frombuf(cls, buf: bytes | bytearray, encoding: str, errors: str) -> _Header:
+        if 0 < len(buf) < tarfile.BLOCKSIZE and not buf.strip(b"\0"):
+            # the end-of-archive block, cut short: every member was whole, so it is the end
+            raise tarfile.EOFHeaderError("end of file header")  # type: ignore[attr-defined]
+        return super().frombuf(buf, encoding, errors)
+
+    @classmethod
+    def fromtarfile(cls, tf: tarfile.TarFile) -> _Header:
+        try:
+            return super().fromtarfile(tf)
+        except tarfile.HeaderError as exc:
+            tf.layouttool_end = exc  # type: ignore[attr-defined]
+            raise
+
+
+#: the header errors that tarfile would take for the end of the archive
+_BAD_END: Final = (tarfile.TruncatedHeaderError, tarfile.InvalidHeaderError)  # type: ignore[attr-defined]
+
+
+def _check_end(tf: tarfile.TarFile, what: str) -> None:
+    """After the last member: refuse an archive that ended inside or on a corrupt header."""
+    exc = getattr(tf, "layouttool_end", None)
+    if isinstance(exc, _BAD_END):
+        raise CorruptStreamError(
+            f"{what}: not a valid tar archive ({exc} at byte {tf.offset}); truncated or corrupt?"
+        )
+
+
 def translate_tar_error(exc: BaseException, what: str) -> LayoutToolError:
     """A :mod:`tarfile` failure (truncated, corrupt header) as a CorruptStreamError."""
     detail = str(exc) or type(exc).__name__
@@ -218,10 +257,11 @@ def scan_seekable(fh: Reader, what: str) -> MemberIndex:
     """Read every header of a seekable uncompressed tar (data is skipped, never read)."""
     index = MemberIndex()
     try:
-        with tarfile.open(fileobj=fh, mode="r:") as tf:  # type: ignore[call-overload]
+        with tarfile.open(fileobj=fh, mode="r:", tarinfo=_Header) as tf:  # type: ignore[call-overload]
             while True:
                 ti = tf.next()
                 if ti is None:
+                    _check_end(tf, what)
                     break
                 index.add_tarinfo(ti, seekable=True)
                 # keep the TarFile's own member list from growing with the archive
@@ -239,7 +279,7 @@ def iter_stream(src: Reader, what: str) -> Iterator[tuple[tarfile.TarInfo, tarfi
     The data of a member must be read (or skipped) before the next one is asked for.
     """
     try:
-        tf = tarfile.open(fileobj=src, mode="r|")  # type: ignore[call-overload]  # noqa: SIM115
+        tf = tarfile.open(fileobj=src, mode="r|", tarinfo=_Header)  # type: ignore[call-overload]  # noqa: SIM115
     except (tarfile.TarError, EOFError) as exc:
         raise translate_tar_error(exc, what) from exc
     with tf:
@@ -252,6 +292,7 @@ def iter_stream(src: Reader, what: str) -> Iterator[tuple[tarfile.TarInfo, tarfi
             except (tarfile.TarError, EOFError) as exc:
                 raise translate_tar_error(exc, what) from exc
             if ti is None:
+                _check_end(tf, what)
                 return
             count += 1
             if count > MAX_MEMBERS:
