@@ -183,3 +183,34 @@ def test_kill_attach(world, tmp_path, monkeypatch):
                                                    "--artifact-type", "application/spdx+json"],
                        tmp_path, SEED + 17, referrer=True)
     assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_new(world, tmp_path, monkeypatch):
+    """``new``: the empty image's ref is there or not; nothing else changes."""
+    require("new")
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")  # the same result in every run
+    seen = _run_trials("new", world, lambda d: ["new", f"{d}:fresh:1"], tmp_path, SEED + 18)
+    assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+
+
+def test_kill_pull(world, tmp_path):
+    """``pull`` into a layout holding other images: the pulled ref is there or not, and the
+    blobs a killed pull stored are whole (a later gc takes them, or the ref holds them)."""
+    require("pull", "push")
+    from conftest import run_cli
+    from registryutil import Registry
+
+    reg = Registry(tmp_path)
+    try:
+        src = tmp_path / "src"
+        img = random_image(random.Random(SEED + 19), ["img:1"], layers=3, files=4,
+                           size=2 << 20)
+        make_layout(src, [img])
+        pushed = run_cli("push", f"{src}:img:1", f"{reg.host}/kill/me:1", "--insecure")
+        assert pushed.code == 0, pushed.stderr
+        seen = _run_trials("pull", world, lambda d: ["pull", f"{reg.host}/kill/me:1", "-o",
+                                                     str(d), "--insecure", "--ref", "pulled:1"],
+                           tmp_path, SEED + 19)
+        assert sum(seen.values()) == trials(DEFAULT_TRIALS)
+    finally:
+        reg.stop()
