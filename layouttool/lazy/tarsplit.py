@@ -59,6 +59,10 @@ class PackedTarSplit:
     uncompressed_size: int
 
 
+#: tar-split lines are compressed in batches of about this many bytes
+_HOLD: Final = 64 << 10
+
+
 class TarSplitPacker:
     """Write tar-split entries into a zstd stream held in memory (it grows with the entries)."""
 
@@ -70,13 +74,23 @@ class TarSplitPacker:
         self._pos = 0
         self._size = 0
         self._seen: set[str] = set()
+        #: lines not yet handed to the compressor: one call per line cost more than the JSON
+        self._lines: list[bytes] = []
+        self._held = 0
 
     def _line(self, doc: dict[str, Any]) -> None:
         doc["position"] = self._pos
         self._pos += 1
         line = json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
         self._size += len(line)
-        self._buf.write(self._z.compress(line))
+        self._lines.append(line)
+        self._held += len(line)
+        if self._held >= _HOLD:
+            self._compress()
+
+    def _compress(self) -> None:
+        self._buf.write(self._z.compress(b"".join(self._lines)))
+        self._lines, self._held = [], 0
 
     def segment(self, data: bytes) -> None:
         """Raw tar bytes (nothing is recorded for none)."""
@@ -106,6 +120,7 @@ class TarSplitPacker:
 
     def finish(self) -> PackedTarSplit:
         """End the stream."""
+        self._compress()
         self._buf.write(self._z.flush())
         data = self._buf.getvalue()
         h = new_hasher()
