@@ -59,6 +59,10 @@ def zstd_frames(level: int) -> Callable[[], FrameEncoder]:
     return lambda: _Zstd(cctx)
 
 
+#: the size of the pieces a gzip member's input is compressed in
+_GZIP_STEP: Final = 64 << 10
+
+
 class _Gzip:
     def __init__(self, level: int) -> None:
         from isal import isal_zlib
@@ -69,11 +73,23 @@ class _Gzip:
         self._crc = 0
         self._size = 0
         self._started = False
+        self._held = bytearray()
 
     def compress(self, data: bytes, /) -> bytes:
+        # ISA-L's output depends on how its input is cut (zlib's and zstd's do not), and the
+        # pieces that arrive here depend on read sizes upstream: fed in whole _GZIP_STEP
+        # pieces, a member is the same bytes whatever they were
         self._crc = self._crc32(data, self._crc)
         self._size += len(data)
-        out: bytes = self._obj.compress(data)
+        self._held += data
+        if len(self._held) < _GZIP_STEP:
+            return b""
+        cut = len(self._held) - len(self._held) % _GZIP_STEP
+        view = memoryview(self._held)
+        out = b"".join(self._obj.compress(view[i:i + _GZIP_STEP])
+                       for i in range(0, cut, _GZIP_STEP))
+        view.release()
+        del self._held[:cut]
         if not self._started:
             self._started = True
             return GZIP_HEADER + out
@@ -81,7 +97,8 @@ class _Gzip:
 
     def end(self) -> bytes:
         head = b"" if self._started else GZIP_HEADER
-        tail: bytes = self._obj.flush()
+        tail: bytes = self._obj.compress(bytes(self._held)) + self._obj.flush()
+        self._held.clear()
         return head + tail + struct.pack("<II", self._crc, self._size & 0xFFFFFFFF)
 
 
