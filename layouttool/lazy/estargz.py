@@ -177,13 +177,15 @@ class _Writer:
             self.entries.append((doc, None))
             return
         cur, cur_mark, written = doc, self.fw.mark(), 0
-        chunk_hash = hashlib.sha256()
+        # a file of one chunk (most are) is hashed once: its chunk digest is its digest
+        chunk_hash = file_hash if h.size <= self.chunk_size else hashlib.sha256()
         left = min(self.chunk_size, h.size)
         buf = b""
         for piece in _exact(payload, h.size, self.chunk_size):
             buf = piece
             file_hash.update(buf)
-            chunk_hash.update(buf)
+            if chunk_hash is not file_hash:
+                chunk_hash.update(buf)
             self.fw.write(buf)
             left -= len(buf)
             written += len(buf)
