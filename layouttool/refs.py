@@ -14,6 +14,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Final
 
 from layouttool import mediatypes as mt
 from layouttool.digest import Digest
@@ -124,9 +125,17 @@ def _attached(desc: Descriptor) -> bool:
         desc.annotations.get(mt.ANNOT_REF_NAME) or desc.annotations.get(mt.ANNOT_CONTAINERD_NAME))
 
 
+#: names an error lists at most (a layout of thousands of refs made a line of 60 KB)
+_SHOWN: Final = 12
+
+
 def _candidates(entries: list[Descriptor]) -> str:
     names = sorted({display_name(d) for d in entries})
-    return ", ".join(names) if names else "(the layout is empty)"
+    if not names:
+        return "(the layout is empty)"
+    more = len(names) - _SHOWN
+    shown = ", ".join(names[:_SHOWN])
+    return shown if more <= 0 else f"{shown} and {more} more; 'layouttool ls' lists them all"
 
 
 def resolve(index: Index, ref: str | None, digest: Digest | None, layout: Path) -> Descriptor:

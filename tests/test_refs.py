@@ -210,6 +210,18 @@ def test_no_ref_passes_over_attached_artifacts() -> None:
     assert pick(index(entry(B, artifactType=sig)), None) == B
 
 
+def test_an_error_lists_a_dozen_refs_at_most() -> None:
+    digests = [str(Digest.of_bytes(b"%d" % i)) for i in range(2000)]
+    idx = index(*(entry(d, ref=f"r{i:04d}") for i, d in enumerate(digests)))
+    with pytest.raises(NotFoundError) as exc:
+        pick(idx, None)
+    msg = str(exc.value)
+    assert "holds 2000 images" in msg and len(msg) < 300
+    assert "r0000, r0001," in msg and "r0011 and 1988 more; 'layouttool ls' lists them all" in msg
+    with pytest.raises(NotFoundError, match="1988 more"):
+        pick(idx, "nope")
+
+
 def test_by_digest() -> None:
     idx = index(entry(A, ref="one"), entry(B, ref="two"))
     assert pick(idx, None, B) == B
